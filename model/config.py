@@ -1,0 +1,50 @@
+"""Hyperparameters of the classifier: everything needed to rebuild the network."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+Pooling = Literal["max", "mean", "max_mean", "last"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of an embedding -> BiLSTM -> pooling -> linear classifier."""
+
+    vocab_size: int
+    num_labels: int
+    embedding_dim: int = 50
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.3  # before the head, and between stacked LSTM layers
+    embedding_dropout: float = 0.2
+    pooling: Pooling = "max_mean"
+    pad_id: int = 0
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 2 or self.num_labels < 2:
+            raise ValueError("vocab_size and num_labels must both be at least 2")
+        if self.pooling not in ("max", "mean", "max_mean", "last"):
+            raise ValueError(f"unknown pooling {self.pooling!r}")
+        for name in ("dropout", "embedding_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1)")
+
+    @property
+    def encoder_size(self) -> int:
+        """Width of one LSTM output step: H, or 2H when bidirectional."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,1 @@
+"""FastAPI service serving batched predictions from a checkpoint."""

@@ -1,0 +1,35 @@
+"""Dependencies shared by the routes: settings and the model being served."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from model.predictor import Predictor
+from service.batching import Batcher
+from service.settings import Settings, get_settings
+
+
+@dataclass
+class ServedModel:
+    """The engine in front of the predictor, and the name the model is served under."""
+
+    engine: Batcher
+    name: str
+
+    @property
+    def predictor(self) -> Predictor:
+        return self.engine.predictor
+
+
+def served_model(request: Request) -> ServedModel:
+    served: ServedModel | None = request.app.state.served
+    if served is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet")
+    return served
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServedDep = Annotated[ServedModel, Depends(served_model)]

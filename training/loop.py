@@ -1,0 +1,142 @@
+"""Epochs of optimisation with early stopping on validation macro-F1."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from model.network import SentimentClassifier
+from training.batches import EncodedSplit, bucketed_batches, collate
+from training.metrics import classification_report
+
+if TYPE_CHECKING:
+    from training.resume import ResumeState
+    from training.train import TrainConfig
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: SentimentClassifier, split: EncodedSplit, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """(N, L) logits in the split's order."""
+    model.eval()
+    logits = np.empty((len(split), model.config.num_labels), dtype=np.float32)
+    for rows in bucketed_batches(split, batch_size, rng=None):
+        ids, lengths, _ = collate(split, rows)
+        logits[rows] = model(ids.to(device), lengths).float().cpu().numpy()
+    return logits
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+class Loop:
+    """Owns the optimiser, schedule and history; ``run`` trains until done or out of patience."""
+
+    def __init__(
+        self,
+        model: SentimentClassifier,
+        config: TrainConfig,
+        data: dict[str, EncodedSplit],
+        device: torch.device,
+        state: ResumeState | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model, self.config, self.data, self.device, self.progress = model, config, data, device, progress
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        steps = config.epochs * -(-len(data["train"]) // config.batch_size)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.OneCycleLR(self.optimizer, config.lr, total_steps=steps, pct_start=0.1)
+            if config.schedule == "onecycle"
+            else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        )
+        self.rng = np.random.default_rng(config.seed)
+        self.history: list[dict[str, Any]] = []
+        self.epoch, self.best_epoch, self.best_f1, self.bad_epochs = 0, 0, -1.0, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.seconds, self.tokens = 0.0, 0
+        if state is not None:
+            state.restore(self)
+        # Mixed precision on CUDA (bf16 needs no loss scaling); full precision on CPU.
+        self.amp = device.type == "cuda"
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def run(self, checkpoint_state: Callable[[Loop], Any]) -> None:
+        while self.epoch < self.config.epochs and self.bad_epochs < self.config.patience:
+            self.epoch += 1
+            loss = self._train_epoch()
+            report = self._validate()
+            improved = report["macro_f1"] > self.best_f1
+            if improved:
+                self.best_f1, self.best_epoch, self.bad_epochs = report["macro_f1"], self.epoch, 0
+                self.best_state = copy.deepcopy(self.model.state_dict())
+            else:
+                self.bad_epochs += 1
+            self.history.append(
+                {
+                    "epoch": self.epoch,
+                    "train_loss": loss,
+                    "val_loss": report["loss"],
+                    "val_accuracy": report["accuracy"],
+                    "val_macro_f1": report["macro_f1"],
+                    "tokens_per_second": self.tokens_per_second,
+                }
+            )
+            tqdm.write(
+                f"epoch {self.epoch}: train loss {loss:.4f}  val loss {report['loss']:.4f}  "
+                f"val acc {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}"
+                + ("  (best)" if improved else "")
+            )
+            checkpoint_state(self)
+
+    def _train_epoch(self) -> float:
+        self.model.train()
+        split, cfg = self.data["train"], self.config
+        total_loss, seen = 0.0, 0
+        batches = list(bucketed_batches(split, cfg.batch_size, self.rng))
+        bar = tqdm(
+            batches,
+            desc=f"epoch {self.epoch}/{cfg.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+        )
+        start = time.perf_counter()
+        for rows in bar:
+            ids, lengths, labels = collate(split, rows, cfg.word_dropout, self.rng)
+            ids, labels = ids.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss = nn.functional.cross_entropy(self.model(ids, lengths).float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            total_loss += loss.item() * len(rows)
+            seen += len(rows)
+            self.tokens += int(lengths.sum())
+            elapsed = self.seconds + time.perf_counter() - start
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", tok_s=f"{self.tokens / elapsed:,.0f}")
+        self.seconds += time.perf_counter() - start
+        return total_loss / max(seen, 1)
+
+    def _validate(self) -> dict[str, Any]:
+        split = self.data["val"]
+        logits = predict_logits(self.model, split, self.device)
+        loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.labels)))
+        labels = [str(k) for k in range(logits.shape[1])]
+        return {**classification_report(split.labels, softmax(logits), labels), "loss": loss}

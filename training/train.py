@@ -1,0 +1,247 @@
+"""The training loop: splits, tokenizer, model, early stopping, calibration, checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.checkpoint import Checkpoint, save_checkpoint
+from model.config import ModelConfig
+from model.network import SentimentClassifier
+from model.predictor import resolve_device
+from model.tokenizer import TextTokenizer, words
+from training.batches import encode_split
+from training.data import DataError, Dataset, label_names, stratified_split
+from training.loop import Loop, predict_logits, softmax
+from training.metrics import classification_report
+from training.resume import ResumeState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run; stored in the checkpoint. Defaults are the shipped model's."""
+
+    seed: int = 13
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    clip_norm: float = 1.0
+    patience: int = 3  # epochs without a better validation macro-F1 before stopping
+    schedule: str = "onecycle"  # or "constant"
+    word_dropout: float = 0.1
+    vocab_size: int = 30_000
+    min_frequency: int = 2
+    max_length: int = 128
+    glove: bool = True  # initialise embeddings from GloVe 6B 50d
+    glove_words: int = 20_000  # most frequent GloVe words added to the vocabulary
+    freeze_embeddings: bool = False
+    embedding_dim: int = 50
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.3
+    embedding_dropout: float = 0.2
+    pooling: str = "max_mean"
+    calibrate: bool = True  # fit a softmax temperature on the validation split
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_examples: int | None = None  # cap on training examples (smoke tests)
+
+    def __post_init__(self) -> None:
+        if self.glove and self.embedding_dim != 50:
+            raise ValueError("GloVe vectors are 50-dimensional: use embedding_dim=50 or glove=False")
+        if not 0 < self.val_fraction + self.test_fraction < 1:
+            raise ValueError("val_fraction + test_fraction must be between 0 and 1")
+
+
+TINY: dict[str, Any] = {
+    "epochs": 2,
+    "hidden_size": 16,
+    "embedding_dim": 16,
+    "glove": False,
+    "max_examples": 400,
+    "vocab_size": 2_000,
+    "batch_size": 32,
+    "patience": 1,
+}
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    labels: list[str] = field(default_factory=list)
+
+
+def make_splits(
+    data: Dataset, config: TrainConfig, val: Dataset | None = None, test: Dataset | None = None
+) -> Splits:
+    """Held-out splits from ``data`` (stratified, seeded) unless given as their own files."""
+    fractions = [
+        f for f, given in ((config.val_fraction, val), (config.test_fraction, test)) if given is None
+    ]
+    parts = stratified_split(data.labels, [1 - sum(fractions), *fractions], config.seed)
+    train, rest = data.subset(parts[0]), [data.subset(p) for p in parts[1:]]
+    val = val if val is not None else rest.pop(0)
+    test = test if test is not None else rest.pop(0)
+    if config.max_examples is not None:
+        train = train.subset(range(min(len(train), config.max_examples)))
+    labels = label_names(train.labels, train.source)
+    for name, split in (("validation", val), ("test", test)):
+        unseen = set(split.labels) - set(labels)
+        if unseen:
+            raise DataError(f"{split.source}: {name} labels {sorted(unseen)} never occur in training data")
+        if len(split) == 0:
+            raise DataError(f"{data.source}: too few rows for a {name} split")
+    return Splits(train, val, test, labels)
+
+
+def build_tokenizer(texts: list[str], config: TrainConfig) -> tuple[TextTokenizer, Any]:
+    """Vocabulary from the training texts, plus (with GloVe) the most frequent GloVe words, so words
+    unseen in training but common in English still get a meaningful vector."""
+    if not config.glove:
+        return TextTokenizer.train(texts, config.max_length, config.vocab_size, config.min_frequency), None
+    from training.vectors import load_glove
+
+    glove_words, glove_vectors = load_glove()
+    known = set(glove_words)
+    counts = words(texts)
+    # A corpus word is kept if frequent enough, or if GloVe knows it (its vector carries meaning).
+    kept = [w for w, n in counts.most_common() if n >= config.min_frequency or w in known]
+    vocabulary = (kept + glove_words[: config.glove_words])[: config.vocab_size - 2]
+    return TextTokenizer.from_words(vocabulary, config.max_length), (glove_words, glove_vectors)
+
+
+def build_model(
+    config: TrainConfig, tokenizer: TextTokenizer, num_labels: int, glove: Any
+) -> SentimentClassifier:
+    model = SentimentClassifier(
+        ModelConfig(
+            vocab_size=tokenizer.vocab_size,
+            num_labels=num_labels,
+            embedding_dim=config.embedding_dim,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout,
+            embedding_dropout=config.embedding_dropout,
+            pooling=config.pooling,  # type: ignore[arg-type]
+            max_length=config.max_length,
+        )
+    )
+    if glove is not None:
+        from training.vectors import embedding_matrix
+
+        glove_words, glove_vectors = glove
+        matrix, found = embedding_matrix(tokenizer.vocabulary(), glove_words, glove_vectors, config.seed)
+        model.embedding.weight.data.copy_(matrix)
+        model.embedding.weight.requires_grad_(not config.freeze_embeddings)
+        log.info("GloVe vectors for %d of %d vocabulary words", found, tokenizer.vocab_size)
+    return model
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The softmax temperature that minimises validation NLL (Guo et al. 2017)."""
+    z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Checkpoint
+    path: Path | None
+
+
+def train(
+    data: Dataset,
+    config: TrainConfig,
+    output: Path | None,
+    *,
+    val: Dataset | None = None,
+    test: Dataset | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    provenance: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on ``data`` and, unless ``output`` is None, save the checkpoint there atomically."""
+    torch.manual_seed(config.seed)
+    dev = resolve_device(device)
+    splits = make_splits(data, config, val, test)
+    state = ResumeState.load(output, config) if resume and output is not None else None
+    if state is not None:
+        tokenizer, glove = TextTokenizer.from_json(state.tokenizer_json, config.max_length), None
+    else:
+        tokenizer, glove = build_tokenizer(splits.train.texts, config)
+    index = {name: k for k, name in enumerate(splits.labels)}
+    encoded = {
+        name: encode_split(tokenizer, s.texts, np.array([index[label] for label in s.labels]))
+        for name, s in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+    }
+    model = build_model(config, tokenizer, len(splits.labels), glove).to(dev)
+    loop = Loop(model, config, encoded, dev, state, progress=progress)
+    loop.run(checkpoint_state=lambda s: ResumeState.save(output, s, tokenizer) if output else None)
+    model.load_state_dict(loop.best_state)
+
+    val_logits = predict_logits(model, encoded["val"], dev)
+    temperature = fit_temperature(val_logits, encoded["val"].labels) if config.calibrate else 1.0
+    test_logits = predict_logits(model, encoded["test"], dev)
+    metrics = {
+        "test": classification_report(
+            encoded["test"].labels, softmax(test_logits, temperature), splits.labels
+        ),
+        "test_uncalibrated_ece": classification_report(
+            encoded["test"].labels, softmax(test_logits), splits.labels
+        )["ece"],
+        "validation": classification_report(
+            encoded["val"].labels, softmax(val_logits, temperature), splits.labels
+        ),
+        "history": loop.history,
+        "best_epoch": loop.best_epoch,
+        "train_seconds": loop.seconds,
+        "train_tokens_per_second": loop.tokens_per_second,
+        "examples": {k: len(v) for k, v in encoded.items()},
+    }
+    checkpoint = Checkpoint(
+        model=model.cpu().eval(),
+        tokenizer=tokenizer,
+        labels=splits.labels,
+        temperature=temperature,
+        training=asdict(config),
+        metrics=metrics,
+        provenance={
+            **(provenance or {}),
+            "seed": config.seed,
+            "device": str(dev),
+            "torch": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    path = save_checkpoint(checkpoint, output) if output is not None else None
+    if output is not None:
+        ResumeState.discard(output)
+    return TrainResult(checkpoint, path)
+
+
+def tiny(config: TrainConfig) -> TrainConfig:
+    """The smoke-test preset: a very small model on a few hundred examples."""
+    return replace(config, **TINY)
