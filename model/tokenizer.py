@@ -110,7 +110,7 @@ class TextTokenizer:
     def encode(self, texts: Sequence[str]) -> Batch:
         """Tokenise in one Rust call; padding is done there too, not in a Python loop."""
         encodings = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), -1)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), -1 if texts else 0)
         lengths = np.array([sum(e.attention_mask) for e in encodings], dtype=np.int64)
         if ids.shape[1] == 0:  # every text was empty
             ids = np.zeros((len(texts), 1), dtype=np.int64)

@@ -1,0 +1,139 @@
+"""SentimentClassifier: shapes, padding invariance for every pooling, dropout only in training; its config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import ModelConfig
+from model.network import SentimentClassifier
+
+POOLINGS = ["max", "mean", "max_mean", "last"]
+VOCAB, LABELS = 20, 3
+
+
+def classifier(pooling: str = "max_mean", **overrides: object) -> SentimentClassifier:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=VOCAB,
+        num_labels=LABELS,
+        embedding_dim=6,
+        hidden_size=5,
+        pooling=pooling,  # type: ignore[arg-type]
+        dropout=0.0,
+        embedding_dropout=0.0,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return SentimentClassifier(config).eval()
+
+
+def padded(rows: list[list[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = width or max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.int64)
+    for k, row in enumerate(rows):
+        ids[k, : len(row)] = torch.tensor(row)
+    return ids, torch.tensor([len(r) for r in rows])
+
+
+SENTENCE = [3, 7, 2, 9, 4]
+OTHERS = [[5], [8, 8, 8, 8, 8, 8, 8, 8, 8], [11, 12]]
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_padding_and_batch_mates_do_not_change_a_rows_logits(
+    pooling: str, num_layers: int, bidirectional: bool
+) -> None:
+    model = classifier(pooling, num_layers=num_layers, bidirectional=bidirectional)
+    with torch.no_grad():
+        alone = model(*padded([SENTENCE]))[0]
+        extra_padding = model(*padded([SENTENCE], width=len(SENTENCE) + 6))[0]
+        # Longer and shorter neighbours, the sentence in the middle of an unsorted batch.
+        in_batch = model(*padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]]))[2]
+    assert torch.allclose(alone, extra_padding, atol=1e-6)
+    assert torch.allclose(alone, in_batch, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_padding_tokens_other_than_pad_id_are_ignored_too(pooling: str) -> None:
+    # Only `lengths` says where a text ends: garbage past it must not leak into the result.
+    model = classifier(pooling)
+    ids, lengths = padded([SENTENCE], width=9)
+    garbage = ids.clone()
+    garbage[0, len(SENTENCE) :] = 13
+    with torch.no_grad():
+        assert torch.allclose(model(ids, lengths), model(garbage, lengths), atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_output_shape_and_pooled_width(pooling: str) -> None:
+    model = classifier(pooling)
+    ids, lengths = padded([SENTENCE, *OTHERS])
+    assert model(ids, lengths).shape == (4, LABELS)
+    width = model.config.encoder_size * (2 if pooling == "max_mean" else 1)
+    assert model.head.in_features == width == 5 * 2 * (2 if pooling == "max_mean" else 1)
+
+
+def test_a_single_pad_step_gives_finite_logits() -> None:
+    # The tokenizer turns an empty text into one [PAD] step of length 1.
+    logits = classifier()(torch.zeros(1, 1, dtype=torch.int64), torch.tensor([1]))
+    assert torch.isfinite(logits).all()
+
+
+def test_pad_embedding_is_zero() -> None:
+    assert torch.count_nonzero(classifier().embedding.weight[0]) == 0
+
+
+def test_dropout_is_off_in_eval_and_on_in_train() -> None:
+    torch.manual_seed(0)
+    model = SentimentClassifier(
+        ModelConfig(
+            vocab_size=VOCAB,
+            num_labels=LABELS,
+            embedding_dim=6,
+            hidden_size=5,
+            dropout=0.5,
+            embedding_dropout=0.5,
+        )
+    )
+    ids, lengths = padded([SENTENCE, *OTHERS])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids, lengths), model(ids, lengths))
+        model.train()
+        assert not torch.equal(model(ids, lengths), model(ids, lengths))
+
+
+def test_gradients_reach_every_parameter() -> None:
+    model = classifier().train()
+    model(*padded([SENTENCE, *OTHERS])).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    config = ModelConfig(vocab_size=10, num_labels=2, pooling="last", num_layers=2)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert config.encoder_size == 2 * config.hidden_size
+    assert ModelConfig(vocab_size=10, num_labels=2, bidirectional=False).encoder_size == 128
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"vocab_size": 1}, "at least 2"),
+        ({"num_labels": 1}, "at least 2"),
+        ({"pooling": "sum"}, "unknown pooling"),
+        ({"dropout": 1.0}, "dropout must be in"),
+        ({"embedding_dropout": -0.1}, "embedding_dropout must be in"),
+    ],
+)
+def test_config_rejects_bad_values(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{"vocab_size": 10, "num_labels": 2, **overrides})
+
+
+def test_config_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="unknown model config keys: \\['colour'\\]"):
+        ModelConfig.from_dict({"vocab_size": 10, "num_labels": 2, "colour": "red"})
