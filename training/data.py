@@ -53,16 +53,21 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
         raise DataError(f"{path}: not a readable Parquet file: {exc}") from exc
 
 
-def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+def _decode(path: Path, encoding: str) -> str:
+    """The whole file as text; undecodable bytes stop with the line they are on."""
     raw = path.read_bytes()
     try:
-        raw.decode(encoding)
+        return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(
             f"{path}, line {line}: bytes not valid {encoding} ({exc.reason}); "
             "pass --encoding (for example latin-1) or re-save the file as UTF-8"
         ) from exc
+
+
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    _decode(path, encoding)
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         # Everything is read as text: a CSV cell has no type, and "007" must stay "007".
@@ -73,20 +78,17 @@ def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
 
 def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
-    with path.open(encoding=encoding) as f:
+    # split("\n"), not splitlines(): JSON strings may hold U+2028 and other line separators.
+    for number, line in enumerate(_decode(path, encoding).split("\n"), start=1):
+        if not line.strip():
+            continue
         try:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}, line {number}: invalid JSON: {exc.msg}") from exc
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}, line {number}: expected a JSON object, got {record!r:.40}")
-                records.append(record)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: bytes not valid {encoding} ({exc.reason})") from exc
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {number}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}, line {number}: expected a JSON object, got {record!r:.40}")
+        records.append(record)
     return pd.DataFrame.from_records(records)
 
 
