@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint
+from model.explain import Explanation, explain
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -80,3 +81,7 @@ class Predictor:
             )
             for row, k, flag in zip(probabilities, best, truncated, strict=True)
         ]
+
+    def explain(self, texts: Sequence[str]) -> list[Explanation]:
+        """Each text's prediction plus every token's contribution to it (see ``model.explain``)."""
+        return explain(self, texts)

@@ -52,3 +52,30 @@ class ModelInfo(ModelRef):
 
 class Health(BaseModel):
     status: str
+
+
+class ExplainRequest(PredictRequest):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"texts": ["the food was great but the service was terrible"]}]},
+    )
+
+
+class TokenContributionOut(BaseModel):
+    token: str = Field(description="the token as the model saw it (normalised, or [UNK])")
+    start: int = Field(ge=0, description="character offset of the token in the text")
+    end: int = Field(ge=0, description="end of the token's characters: text[start:end]")
+    contribution: float = Field(
+        description="drop in the predicted label's log-odds when the token is removed "
+        "(> 0 supports the label, < 0 argues against it)"
+    )
+
+
+class ExplanationOut(PredictionOut):
+    tokens: list[TokenContributionOut] = Field(description="every token the model saw, in text order")
+
+
+class ExplainResponse(BaseModel):
+    explanations: list[ExplanationOut]
+    method: str = Field(description="how contributions are computed")
+    model: ModelRef

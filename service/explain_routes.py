@@ -1,0 +1,48 @@
+"""``POST /explain``: each text's prediction plus every token's contribution to it.
+
+Explanations do not go through the batching engine: a text of T tokens costs T + 1 model rows, built at
+the token level (see ``model.explain``). They run in a worker thread, off the event loop, under the same
+limits and deadline as ``/predict``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, status
+
+from model.explain import METHOD, explain
+from service.deps import ServedDep, SettingsDep
+from service.routes import check_limits
+from service.schemas import ExplainRequest, ExplainResponse, ExplanationOut, ModelRef, TokenContributionOut
+
+router = APIRouter()
+
+
+@router.post("/explain", response_model=ExplainResponse, tags=["predictions"])
+async def explain_texts(body: ExplainRequest, settings: SettingsDep, served: ServedDep) -> ExplainResponse:
+    """Classify each text and say how much each word pushed towards (or against) the label."""
+    check_limits(body.texts, settings)
+    predictor = served.predictor  # taken once: a hot reload mid-request does not mix two models
+    try:
+        results = await asyncio.wait_for(
+            asyncio.to_thread(explain, predictor, body.texts), settings.request_timeout_s
+        )
+    except TimeoutError as exc:
+        raise HTTPException(
+            status.HTTP_504_GATEWAY_TIMEOUT, f"no explanation within {settings.request_timeout_s} s"
+        ) from exc
+    return ExplainResponse(
+        explanations=[
+            ExplanationOut(
+                label=e.label,
+                score=e.score,
+                probabilities=e.probabilities,
+                truncated=e.truncated,
+                tokens=[TokenContributionOut(**vars(t)) for t in e.tokens],
+            )
+            for e in results
+        ],
+        method=METHOD,
+        model=ModelRef(name=served.name, version=predictor.checkpoint.version),
+    )
