@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
+from service import compat, demo, explain_routes
 from service.batching import Batcher, DirectRunner
 from service.deps import ServedModel
 from service.routes import router
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.include_router(router)
+    for extra in (explain_routes.router, compat.router, demo.router):
+        app.include_router(extra)
     return app
 
 

@@ -1,0 +1,65 @@
+"""POST /explain and the demo page at /, in-process on the tiny checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    settings.max_texts_per_request = 3
+    settings.max_text_chars = 200
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_explain_returns_prediction_and_spans(client: TestClient) -> None:
+    texts = ["I love this, it is wonderful", "terrible service and awful food @someone"]
+    response = client.post("/explain", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["name"] == "tiny" and "occlusion" in body["method"]
+    predictions = client.post("/predict", json={"texts": texts}).json()["predictions"]
+    for text, explanation, prediction in zip(texts, body["explanations"], predictions, strict=True):
+        assert explanation["label"] == prediction["label"]
+        assert explanation["score"] == pytest.approx(prediction["score"], abs=1e-5)
+        words = [text[t["start"] : t["end"]] for t in explanation["tokens"]]
+        assert words == text.replace(",", " ,").split()
+    assert body["explanations"][1]["tokens"][-1]["token"] == "[UNK]"  # <user> is not in the tiny vocab
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"texts": []}, 422),
+        ({"texts": ["  "]}, 422),
+        ({"text": ["hi"]}, 422),
+        ({"texts": ["a", "b", "c", "d"]}, 413),
+        ({"texts": ["x" * 201]}, 413),
+    ],
+)
+def test_explain_has_the_limits_of_predict(client: TestClient, body: dict[str, object], status: int) -> None:
+    assert client.post("/explain", json=body).status_code == status
+    assert client.post("/predict", json=body).status_code == status
+
+
+def test_demo_page_and_its_assets_are_served_locally(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="/static/demo.js"' in page.text and 'href="/static/demo.css"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN
+    script = client.get("/static/demo.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert 'fetch("/explain"' in script.text
+    assert client.get("/static/demo.css").headers["content-type"].startswith("text/css")
+
+
+@pytest.mark.parametrize("path", ["/static/nope.js", "/static/..%2Fapp.py", "/static/%2E%2E%2Fdemo.py"])
+def test_only_the_static_files_are_served(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 404
