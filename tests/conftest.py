@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,21 @@ def tiny_checkpoint_object(seed: int = 0) -> Checkpoint:
     torch.manual_seed(seed)
     tokenizer = TextTokenizer.train(CORPUS, max_length=16, min_frequency=1)
     config = ModelConfig(
-        vocab_size=tokenizer.vocab_size, num_labels=len(LABELS), embedding_dim=8, hidden_size=6,
-        max_length=16, dropout=0.0, embedding_dropout=0.0,
+        vocab_size=tokenizer.vocab_size,
+        num_labels=len(LABELS),
+        embedding_dim=8,
+        hidden_size=6,
+        max_length=16,
+        dropout=0.0,
+        embedding_dropout=0.0,
     )
     return Checkpoint(
-        model=SentimentClassifier(config).eval(), tokenizer=tokenizer, labels=list(LABELS),
-        metrics={"test": {"accuracy": 0.5}}, provenance={"seed": seed}, training={"epochs": 0},
+        model=SentimentClassifier(config).eval(),
+        tokenizer=tokenizer,
+        labels=list(LABELS),
+        metrics={"test": {"accuracy": 0.5}},
+        provenance={"seed": seed},
+        training={"epochs": 0},
     )
 
 
@@ -52,3 +62,12 @@ def predictor(tiny_checkpoint: Path) -> Predictor:
 def settings(tiny_checkpoint: Path) -> Settings:
     """Service settings for the tiny checkpoint, isolated from the environment and any .env file."""
     return Settings(_env_file=None, checkpoint=tiny_checkpoint, device="cpu", torch_threads=1)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models gain nothing from more, and the test machines are shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

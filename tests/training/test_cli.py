@@ -1,0 +1,198 @@
+"""``python -m training`` end to end on a tiny generated file: train, save, load, evaluate, serve."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import tiny_checkpoint_object
+from training import evaluate
+from training.cli import build_parser, main
+from training.resume import ResumeState, state_path
+
+WORDS = {
+    "negative": ["hate", "awful", "worst", "terrible"],
+    "neutral": ["meeting", "monday", "report", "noon"],
+    "positive": ["love", "great", "wonderful", "happy"],
+}
+FILLER = ["the", "a", "today", "this", "is", "it", "was"]
+FAST = ["--tiny", "--no-glove", "--no-progress"]
+
+
+def write_corpus(path: Path, rows: int = 120, seed: int = 0) -> Path:
+    """Short texts whose label shows in their words, every class equally often."""
+    rng = random.Random(seed)
+    labels = list(WORDS)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(rows):
+            label = labels[i % len(labels)]
+            words = rng.choices(FILLER, k=3) + rng.choices(WORDS[label], k=2)
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), label])
+    return path
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def run(argv: list[str], entry=main) -> Run:  # type: ignore[no-untyped-def]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = entry(argv)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory``'s parent, with its bytes: what a failed run must not change."""
+    return {
+        str(p.relative_to(directory.parent)): p.read_bytes()
+        for p in directory.parent.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("data") / "tweets.csv")
+
+
+@pytest.fixture(scope="module")
+def trained(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Run]:
+    """One uninterrupted tiny training run, shared by the tests below."""
+    output = tmp_path_factory.mktemp("out") / "model"
+    return output, run(["--data", str(corpus), "--output", str(output), *FAST])
+
+
+@pytest.mark.slow
+def test_train_save_load_evaluate_serve(corpus: Path, trained: tuple[Path, Run]) -> None:
+    output, result = trained
+    assert result.code == 0, result.err
+    assert result.out.startswith("epoch 1:")
+    assert "test split" in result.out and "confusion matrix" in result.out
+    assert result.out.rstrip().endswith(f"saved {output}")
+    assert not state_path(output).exists()  # per-epoch state is dropped once the run is complete
+
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.labels == ["negative", "neutral", "positive"]
+    assert checkpoint.config.hidden_size == 16 and checkpoint.training["epochs"] == 2
+    assert checkpoint.metrics["examples"] == {"train": 96, "val": 12, "test": 12}
+    assert checkpoint.metrics["test"]["examples"] == 12
+    assert len(checkpoint.metrics["history"]) == 2
+    data = checkpoint.provenance["data"]
+    assert data["path"] == str(corpus) and data["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
+    assert checkpoint.provenance["seed"] == 13 and checkpoint.provenance["code_version"]
+
+    report = run([str(output), str(corpus), "--device", "cpu"], entry=evaluate.main)
+    assert report.code == 0, report.err
+    assert report.out.startswith(f"{corpus} on {output}\nexamples 120  accuracy ")
+    assert "confusion matrix" in report.out
+
+    settings = Settings(_env_file=None, checkpoint=output, device="cpu", torch_threads=1)  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict", json={"texts": ["I love it, wonderful", "worst day, I hate it"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == {"name": "model", "version": checkpoint.version}
+    assert len(body["predictions"]) == 2
+    for prediction in body["predictions"]:
+        assert set(prediction["probabilities"]) == set(checkpoint.labels)
+        assert prediction["label"] in checkpoint.labels
+
+
+BAD_DATA = {
+    "missing-column": ("data.csv", b"sentence,label\nhello,positive\n", "no column 'text'"),
+    "empty-file": ("data.csv", b"", "the file is empty"),
+    "one-class": ("data.csv", b"text,label\n" + b"fine,positive\n" * 30, "only one class"),
+    "non-text": ("data.jsonl", b'{"text": "ok", "label": "a"}\n{"text": 3, "label": "b"}\n', "row 2"),
+    "undecodable": ("data.csv", b"text,label\nok,a\ncaf\xe9,b\n", "line 3: bytes not valid utf-8"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+def test_bad_data_exits_2_and_keeps_the_saved_checkpoint(tmp_path: Path, case: str) -> None:
+    name, content, problem = BAD_DATA[case]
+    data = tmp_path / "input" / name
+    data.parent.mkdir()
+    data.write_bytes(content)
+    output = tmp_path / "ckpt" / "model"
+    save_checkpoint(tiny_checkpoint_object(), output)
+    before = snapshot(output)
+
+    result = run(["--data", str(data), "--output", str(output), *FAST])
+    assert result.code == 2
+    assert result.err.startswith(f"error: {data}") and problem in result.err
+    assert snapshot(output) == before
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    train = write_corpus(tmp_path / "train.csv", rows=60)
+    val = write_corpus(tmp_path / "val.csv", rows=9, seed=1)
+    test = write_corpus(tmp_path / "test.csv", rows=15, seed=2)
+    before = sorted(tmp_path.rglob("*"))
+    output = tmp_path / "out"
+    argv = ["--data", str(train), "--val", str(val), "--test", str(test), "--output", str(output)]
+    result = run([*argv, "--dry-run", "--no-progress"])
+    assert result.code == 0, result.err
+    assert "examples 15  accuracy" in result.out  # the --test file, not a split of --data
+    assert result.out.rstrip().endswith("dry run: nothing saved")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+class Crash(Exception):
+    """Stands in for a power cut after the first epoch."""
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_saved_epoch(
+    corpus: Path, trained: tuple[Path, Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / "model"
+    argv = ["--data", str(corpus), "--output", str(output), *FAST]
+    save = ResumeState.save
+
+    def save_then_crash(*args: object) -> None:
+        save(*args)  # type: ignore[arg-type]
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ResumeState, "save", staticmethod(save_then_crash))
+        with pytest.raises(Crash):
+            run(argv)
+    assert state_path(output).is_file() and not output.exists()
+
+    mismatched = run([*argv, "--resume", "--seed", "7"])
+    assert mismatched.code == 2 and "different training config" in mismatched.err
+
+    resumed = run([*argv, "--resume"])
+    assert resumed.code == 0, resumed.err
+    assert "epoch 1:" not in resumed.out and resumed.out.startswith("epoch 2:")
+    assert not state_path(output).exists()
+    # Optimizer, schedule, RNGs and history all came back: the result is the uninterrupted run's.
+    uninterrupted, again = load_checkpoint(trained[0]), load_checkpoint(output)
+    assert [h["epoch"] for h in again.metrics["history"]] == [1, 2]
+    for name, tensor in uninterrupted.model.state_dict().items():
+        assert torch.allclose(again.model.state_dict()[name], tensor, atol=1e-6), name
+
+
+def test_every_flag_has_help() -> None:
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help, action.option_strings
