@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,14 +73,23 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> Path:
-    """Write ``checkpoint`` to directory ``path`` atomically, replacing any checkpoint there."""
+def save_checkpoint(
+    checkpoint: Checkpoint,
+    path: str | os.PathLike[str],
+    extras: Callable[[Path], object] | None = None,
+) -> Path:
+    """Write ``checkpoint`` to directory ``path`` atomically, replacing any checkpoint there.
+
+    ``extras(directory)`` may add files (plots, say) to the new checkpoint before it is moved into place.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
         _write_files(checkpoint, staging)
+        if extras is not None:
+            extras(staging)
         _swap_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

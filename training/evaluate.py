@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=256, help="texts per forward pass")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--plots", type=Path, metavar="DIR", help="also write the confusion matrix PNG here")
     args = parser.parse_args(argv)
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.batch_size)
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(report, title=f"{args.data} on {args.checkpoint}"))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plots:
+        from training.plots import confusion_matrix
+
+        args.plots.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {confusion_matrix(report, args.plots / 'confusion_matrix.png', args.data.name)}")
     return 0
 
 
