@@ -1,0 +1,178 @@
+"""The HTTP API in process: predictions, health, model information, docs and request validation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from model.predictor import Predictor
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import LABELS
+
+TEXTS = [
+    "this is the worst , i hate it and the food was awful",
+    "love",
+    "the meeting is at noon today",
+    "great movie",
+    "never seen words",
+]
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:  # the lifespan loads the model
+        yield client
+
+
+def message(response) -> str:  # type: ignore[no-untyped-def]
+    """The readable sentence of an error answer."""
+    body = response.json()
+    return body.get("message") or body["detail"]
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_predict_answers_in_input_order(settings: Settings, predictor: Predictor, batching: bool) -> None:
+    with TestClient(create_app(settings.model_copy(update={"batching": batching}))) as client:
+        response = client.post("/predict", json={"texts": TEXTS})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    expected = predictor.predict(TEXTS)
+    assert len(predictions) == len(TEXTS)
+    for got, want in zip(predictions, expected, strict=True):
+        assert set(got) == {"label", "score", "probabilities", "truncated"}
+        assert got["label"] == want.label
+        assert got["score"] == pytest.approx(want.score, abs=1e-6)
+        assert list(got["probabilities"]) == LABELS
+        assert got["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
+        assert sum(got["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert got["truncated"] is False
+
+
+def test_predict_names_the_model(client: TestClient, predictor: Predictor) -> None:
+    model = client.post("/predict", json={"texts": ["love"]}).json()["model"]
+    assert model == {"name": "tiny", "version": predictor.checkpoint.version}
+    assert len(model["version"]) == 12
+
+
+def test_model_name_from_settings(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"model_name": "sentiment-v2"}))) as client:
+        assert client.post("/predict", json={"texts": ["love"]}).json()["model"]["name"] == "sentiment-v2"
+
+
+def test_truncated_texts_are_flagged(client: TestClient) -> None:
+    response = client.post("/predict", json={"texts": ["great " * 40, "great"]})
+    assert [p["truncated"] for p in response.json()["predictions"]] == [True, False]
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_when_loaded(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+def test_not_ready_without_a_model(client: TestClient) -> None:
+    app = client.app
+    served, app.state.served = app.state.served, None  # type: ignore[attr-defined]
+    try:
+        assert client.get("/readyz").status_code == 503
+        response = client.post("/predict", json={"texts": ["love"]})
+        assert response.status_code == 503 and "not loaded" in message(response)
+        assert client.get("/healthz").status_code == 200  # alive all the same
+    finally:
+        app.state.served = served  # type: ignore[attr-defined]
+
+
+def test_model_loads_in_the_lifespan_not_at_creation(settings: Settings) -> None:
+    app = create_app(settings)
+    assert app.state.served is None
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+    assert app.state.served is None  # unloaded at shutdown
+
+
+def test_model_info(client: TestClient, predictor: Predictor) -> None:
+    response = client.get("/v1/model")
+    assert response.status_code == 200
+    info = response.json()
+    checkpoint = predictor.checkpoint
+    assert info["name"] == "tiny" and info["version"] == checkpoint.version
+    assert info["labels"] == LABELS
+    assert info["config"] == checkpoint.config.to_dict()
+    assert info["temperature"] == checkpoint.temperature
+    assert info["metrics"] == {"test": {"accuracy": 0.5}}
+    assert info["provenance"] == {"seed": 0}
+    assert info["training"] == {"epochs": 0}
+
+
+def test_docs_and_openapi(client: TestClient) -> None:
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    schema = client.get("/openapi.json").json()
+    for path in ("/predict", "/healthz", "/readyz", "/v1/model"):
+        assert path in schema["paths"], path
+    assert schema["paths"]["/predict"]["post"]["description"]  # one-line docstrings feed the docs
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        ({}, "texts", "Field required"),
+        ({"texts": "just one string"}, "texts", "valid list"),
+        ({"texts": [1, 2]}, "texts.0", "valid string"),
+        ({"texts": None}, "texts", "valid list"),
+        ({"texts": []}, "texts", "at least 1 item"),
+        ({"texts": ["fine", ""]}, "texts.1", "at least 1 character"),
+        ({"texts": ["fine", " \t\n "]}, "texts.1", "pattern"),
+        ({"texts": ["fine"], "temperature": 2}, "temperature", "Extra inputs are not permitted"),
+        ([{"texts": ["fine"]}], "body", "valid dictionary"),
+    ],
+    ids=[
+        "missing",
+        "string",
+        "numbers",
+        "null",
+        "empty-list",
+        "empty-string",
+        "whitespace",
+        "extra",
+        "array",
+    ],
+)
+def test_invalid_requests_get_422_saying_what_to_fix(
+    client: TestClient, body: object, where: str, says: str
+) -> None:
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["message"].startswith(f"{where}: "), payload["message"]
+    assert says in payload["message"]
+    assert payload["detail"]  # FastAPI's per-field list, for programs
+
+
+def test_too_many_texts_get_413(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_texts_per_request": 2}))) as client:
+        assert client.post("/predict", json={"texts": ["a", "b"]}).status_code == 200
+        response = client.post("/predict", json={"texts": ["a", "b", "c"]})
+    assert response.status_code == 413
+    assert "3 texts in one request; the limit is 2" in message(response)
+
+
+def test_too_long_a_text_gets_413(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_text_chars": 10}))) as client:
+        assert client.post("/predict", json={"texts": ["x" * 10]}).status_code == 200
+        response = client.post("/predict", json={"texts": ["ok", "x" * 11]})
+    assert response.status_code == 413
+    assert "texts.1 has 11 characters; the limit is 10" in message(response)
+
+
+def test_a_body_that_is_not_json_gets_422(client: TestClient) -> None:
+    response = client.post("/predict", content=b"texts=hello", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "JSON" in response.json()["message"]
