@@ -175,6 +175,8 @@ def _read_json(path: Path) -> Any:
 
 def _verify_manifest(directory: Path) -> None:
     manifest = _read_json(directory / MANIFEST)
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{directory / MANIFEST} is not a JSON object")
     for name in FILES:
         file = directory / name
         expected = manifest.get(name)

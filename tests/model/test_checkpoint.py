@@ -173,6 +173,12 @@ def test_invalid_json(damaged: Path, name: str) -> None:
         load_checkpoint(damaged)
 
 
+def test_manifest_that_is_not_an_object(damaged: Path) -> None:
+    (damaged / MANIFEST).write_text("[]")
+    with pytest.raises(CheckpointError, match=f"{MANIFEST} is not a JSON object"):
+        load_checkpoint(damaged)
+
+
 def test_invalid_manifest_json(damaged: Path) -> None:
     (damaged / MANIFEST).write_bytes(b"\xff\xfe not json")
     with pytest.raises(CheckpointError, match=f"{MANIFEST} is not valid JSON"):
