@@ -1,0 +1,72 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from client._common import headers, json_or_raise, texts_body
+from client.retry import RetryPolicy
+from client.types import ExplainResult, ModelInfo, PredictResult
+
+
+class SentimentClient:
+    """``predict``, ``explain`` and ``model_info`` against a running service; use it as a context manager.
+
+    ``http_client`` replaces the ``httpx.Client`` it would make (a test client, a shared pool); ``sleep``
+    is how it waits between retries.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        extra_headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        http_client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._http = http_client or httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._headers = headers(api_key, extra_headers)
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    def predict(self, texts: str | Sequence[str]) -> PredictResult:
+        """Label, score and probabilities of each text, in input order."""
+        return PredictResult.from_json(self._request("POST", "/predict", texts_body(texts)))
+
+    def explain(self, texts: str | Sequence[str]) -> ExplainResult:
+        """Predictions plus each token's contribution and character span."""
+        return ExplainResult.from_json(self._request("POST", "/explain", texts_body(texts)))
+
+    def model_info(self) -> ModelInfo:
+        """The served model: name, version, labels, config, metrics and provenance."""
+        return ModelInfo.from_json(self._request("GET", "/v1/model"))
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        attempt = 0
+        while True:
+            response = self._http.request(method, path, json=body, headers=self._headers)
+            wait = self.retry.delay(response, attempt)
+            if wait is None:
+                return json_or_raise(response)
+            self._sleep(wait)
+            attempt += 1
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SentimentClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,89 @@
+"""Typed results of the service's JSON answers, and the one error type the client raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SentimentError(Exception):
+    """The service answered with an error (after any retries); ``message`` says what to fix."""
+
+    def __init__(self, status_code: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status_code}: {message}")
+        self.status_code = status_code
+        self.message = message
+        self.retry_after = retry_after  # seconds the service asked to wait, when it said
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    predictions: list[Prediction]
+    model: ModelRef
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PredictResult:
+        return cls([_prediction(p) for p in data["predictions"]], ModelRef(**data["model"]))
+
+
+@dataclass(frozen=True)
+class TokenContribution:
+    token: str
+    start: int  # the token's characters in the text: text[start:end]
+    end: int
+    contribution: float  # > 0 pushes towards the predicted label, < 0 away from it
+
+
+@dataclass(frozen=True)
+class Explanation(Prediction):
+    tokens: list[TokenContribution] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    explanations: list[Explanation]
+    method: str
+    model: ModelRef
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExplainResult:
+        explanations = [
+            Explanation(**_prediction(e).__dict__, tokens=[TokenContribution(**t) for t in e["tokens"]])
+            for e in data["explanations"]
+        ]
+        return cls(explanations, data["method"], ModelRef(**data["model"]))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    labels: list[str]
+    config: dict[str, Any]
+    temperature: float
+    metrics: dict[str, Any]
+    provenance: dict[str, Any]
+    training: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelInfo:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})  # newer servers may add fields
+
+
+def _prediction(data: dict[str, Any]) -> Prediction:
+    return Prediction(data["label"], data["score"], data["probabilities"], data.get("truncated", False))
