@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from model.checkpoint import DEFAULT_CHECKPOINT
+from training import distributed
 from training.corpus import CROWDFLOWER, PROJECT_ROOT
 from training.data import DataError, Dataset, load_dataset, load_default_corpus
 from training.metrics import format_report
@@ -127,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
+        parallel = distributed.setup(args)  # under torchrun: data-parallel (training/distributed.py)
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
         if args.tiny or args.dry_run:
             config = tiny(config)
         data, val, test, provenance = load_data(args)
         provenance["code_version"] = code_version()
-        output = None if args.dry_run else args.output
+        output = None if args.dry_run or (parallel and not parallel.is_main) else args.output
         result = train(
             data,
             config,
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             provenance=provenance,
             progress=not args.no_progress,
+            parallel=parallel,
         )
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

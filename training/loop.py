@@ -70,6 +70,10 @@ class Loop:
             state.restore(self)
         # Mixed precision on CUDA (bf16 needs no loss scaling); full precision on CPU.
         self.amp = device.type == "cuda"
+        # Data-parallel hooks, set by training/distributed.py under torchrun: the DDP-wrapped forward and
+        # this rank's rows of each epoch's batches. A plain run trains ``model`` on every batch.
+        self.train_model: nn.Module = model
+        self.shard: Callable[[EncodedSplit, int, int], list[np.ndarray]] | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -107,7 +111,11 @@ class Loop:
         self.model.train()
         split, cfg = self.data["train"], self.config
         total_loss, seen = 0.0, 0
-        batches = list(bucketed_batches(split, cfg.batch_size, self.rng))
+        batches = (
+            self.shard(split, cfg.batch_size, self.epoch)  # data-parallel hook
+            if self.shard is not None
+            else list(bucketed_batches(split, cfg.batch_size, self.rng))
+        )
         bar = tqdm(
             batches,
             desc=f"epoch {self.epoch}/{cfg.epochs}",
@@ -120,7 +128,7 @@ class Loop:
             ids, lengths, labels = collate(split, rows, cfg.word_dropout, self.rng)
             ids, labels = ids.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = nn.functional.cross_entropy(self.model(ids, lengths).float(), labels)
+                loss = nn.functional.cross_entropy(self.train_model(ids, lengths).float(), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)

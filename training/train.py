@@ -19,6 +19,7 @@ from model.predictor import resolve_device
 from model.tokenizer import TextTokenizer, words
 from training.batches import encode_split
 from training.data import DataError, Dataset, label_names, stratified_split
+from training.distributed import DataParallel
 from training.loop import Loop, predict_logits, softmax
 from training.metrics import classification_report
 from training.resume import ResumeState
@@ -182,6 +183,7 @@ def train(
     resume: bool = False,
     provenance: dict[str, Any] | None = None,
     progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train on ``data`` and, unless ``output`` is None, save the checkpoint there atomically."""
     torch.manual_seed(config.seed)
@@ -199,6 +201,8 @@ def train(
     }
     model = build_model(config, tokenizer, len(splits.labels), glove).to(dev)
     loop = Loop(model, config, encoded, dev, state, progress=progress)
+    if parallel is not None:  # data-parallel hook: torchrun, see training/distributed.py
+        parallel.attach(loop)
     loop.run(checkpoint_state=lambda s: ResumeState.save(output, s, tokenizer) if output else None)
     model.load_state_dict(loop.best_state)
 
