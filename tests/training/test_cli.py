@@ -142,6 +142,28 @@ def test_bad_data_exits_2_and_keeps_the_saved_checkpoint(tmp_path: Path, case: s
     assert snapshot(output) == before
 
 
+def test_validation_labels_unseen_in_training(corpus: Path, tmp_path: Path) -> None:
+    val = tmp_path / "val.csv"
+    val.write_text("text,label\nso angry,angry\nfine,positive\n")
+    result = run(["--data", str(corpus), "--val", str(val), "--output", str(tmp_path / "out"), *FAST])
+    assert result.code == 2
+    assert result.err == f"error: {val}: validation labels ['angry'] never occur in training data\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val.csv"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--embedding-dim", "16"], "GloVe vectors are 50-dimensional"),
+        (["--val-fraction", "0.6", "--test-fraction", "0.5"], "val_fraction + test_fraction"),
+    ],
+)
+def test_inconsistent_options_exit_2(corpus: Path, tmp_path: Path, flags: list[str], problem: str) -> None:
+    result = run(["--data", str(corpus), "--output", str(tmp_path / "out"), "--no-progress", *flags])
+    assert result.code == 2 and problem in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     train = write_corpus(tmp_path / "train.csv", rows=60)
     val = write_corpus(tmp_path / "val.csv", rows=9, seed=1)
@@ -180,6 +202,7 @@ def test_resume_continues_from_the_saved_epoch(
 
     mismatched = run([*argv, "--resume", "--seed", "7"])
     assert mismatched.code == 2 and "different training config" in mismatched.err
+    assert state_path(output).is_file()  # kept for the right command
 
     resumed = run([*argv, "--resume"])
     assert resumed.code == 0, resumed.err
