@@ -2,31 +2,50 @@
 
 Explanations do not go through the batching engine: a text of T tokens costs T + 1 model rows, built at
 the token level (see ``model.explain``). They run in a worker thread, off the event loop, under the same
-limits and deadline as ``/predict``.
+limits and deadline as ``/predict``, at most ``SLOTS`` at a time so that a burst of explanations cannot
+crowd the batching engine off the CPU (the rest wait, within their deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 
-from model.explain import METHOD, explain
+from model.explain import METHOD, Explanation, explain
+from model.predictor import Predictor
 from service.deps import ServedDep, SettingsDep
 from service.routes import check_limits
 from service.schemas import ExplainRequest, ExplainResponse, ExplanationOut, ModelRef, TokenContributionOut
 
+SLOTS = 2
 router = APIRouter()
 
 
+def _slots(request: Request) -> asyncio.Semaphore:
+    """The app's explanation slots, made on first use (a semaphore belongs to one event loop)."""
+    state = request.app.state
+    if getattr(state, "explain_slots", None) is None:
+        state.explain_slots = asyncio.Semaphore(SLOTS)
+    slots: asyncio.Semaphore = state.explain_slots
+    return slots
+
+
+async def _explain(slots: asyncio.Semaphore, predictor: Predictor, texts: list[str]) -> list[Explanation]:
+    async with slots:
+        return await asyncio.to_thread(explain, predictor, texts)
+
+
 @router.post("/explain", response_model=ExplainResponse, tags=["predictions"])
-async def explain_texts(body: ExplainRequest, settings: SettingsDep, served: ServedDep) -> ExplainResponse:
+async def explain_texts(
+    body: ExplainRequest, request: Request, settings: SettingsDep, served: ServedDep
+) -> ExplainResponse:
     """Classify each text and say how much each word pushed towards (or against) the label."""
     check_limits(body.texts, settings)
     predictor = served.predictor  # taken once: a hot reload mid-request does not mix two models
     try:
         results = await asyncio.wait_for(
-            asyncio.to_thread(explain, predictor, body.texts), settings.request_timeout_s
+            _explain(_slots(request), predictor, body.texts), settings.request_timeout_s
         )
     except TimeoutError as exc:
         raise HTTPException(

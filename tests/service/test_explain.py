@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from model.explain import explain
+from service import explain_routes
 from service.app import create_app
 from service.settings import Settings
 
@@ -63,3 +69,36 @@ def test_demo_page_and_its_assets_are_served_locally(client: TestClient) -> None
 @pytest.mark.parametrize("path", ["/static/nope.js", "/static/..%2Fapp.py", "/static/%2E%2E%2Fdemo.py"])
 def test_only_the_static_files_are_served(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 404
+
+
+def test_explanations_run_a_few_at_a_time_and_keep_the_deadline(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, most, lock = 0, 0, threading.Lock()
+
+    def slow_explain(predictor, texts):  # type: ignore[no-untyped-def]
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return explain(predictor, texts)
+
+    monkeypatch.setattr(explain_routes, "explain", slow_explain)
+    app = create_app(settings)
+
+    async def run() -> list[int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                answers = await asyncio.gather(
+                    *(http.post("/explain", json={"texts": ["i love this"]}) for _ in range(6))
+                )
+                settings.request_timeout_s = 0.01
+                late = await http.post("/explain", json={"texts": ["i love this"]})
+        return [a.status_code for a in answers] + [late.status_code]
+
+    assert asyncio.run(run()) == [200] * 6 + [504]
+    assert most == explain_routes.SLOTS
