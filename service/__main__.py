@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
+import signal
 import sys
 
 import uvicorn
 from pydantic import ValidationError
 
-from service.settings import get_settings
+from model.checkpoint import load_checkpoint
+from service.auth import load_keys
+from service.observability import configure_logging
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("service")
 
 
 def main() -> int:
@@ -17,17 +24,35 @@ def main() -> int:
     except ValidationError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
+    problem = preflight(settings)
+    if problem:
+        log.error("cannot start: %s", problem)
+        return 2
+    # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully; this handler
+    # turns that into a clean exit 0 instead of death by signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         "service.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # configure_logging above already routes uvicorn's loggers
+        access_log=False,  # service.access logs each request, with its request id
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
     return 0
+
+
+def preflight(settings: Settings) -> str | None:
+    """Fail fast, before uvicorn starts, on a checkpoint or keys file that cannot be used."""
+    try:
+        load_checkpoint(settings.checkpoint)
+        load_keys(settings)
+    except ValueError as exc:  # CheckpointError is a ValueError and names the file
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

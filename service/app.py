@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
-from service import compat, demo, explain_routes
+from service import admin, compat, demo, explain_routes
+from service.auth import ApiKeyMiddleware, load_keys, needs_key
 from service.batching import Batcher, DirectRunner
 from service.deps import ServedModel
+from service.limits import BodyLimitMiddleware, document_errors, http_error
+from service.metrics import Metrics
+from service.metrics import router as metrics_router
+from service.observability import RequestContextMiddleware
 from service.routes import router
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("service")
 
 
-def load_engine(settings: Settings) -> Batcher:
+def load_engine(settings: Settings, on_batch: Callable[[int, float], None] | None = None) -> Batcher:
     predictor = Predictor(
-        load_checkpoint(settings.checkpoint), device=settings.device, batch_size=settings.max_batch_size
+        load_checkpoint(settings.checkpoint),
+        device=settings.device,
+        batch_size=settings.max_batch_size,
     )
     if settings.batching:
-        return Batcher(predictor, settings.max_batch_size, settings.max_wait_ms, settings.max_queue_texts)
-    return DirectRunner(predictor, settings.max_queue_texts)
+        return Batcher(
+            predictor,
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            settings.max_queue_texts,
+            on_batch=on_batch,
+        )
+    return DirectRunner(predictor, settings.max_queue_texts, on_batch=on_batch)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,9 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        engine = load_engine(settings)
+        metrics: Metrics = app.state.metrics
+        engine = load_engine(settings, on_batch=metrics.on_batch)
         await engine.start()
-        app.state.served = ServedModel(engine, settings.served_name)
+        app.state.served = ServedModel(engine, settings.served_name, on_predictions=metrics.on_predictions)
+        metrics.watch_queue(lambda: engine.queued, lambda: engine.max_queue_texts)
+        metrics.set_model(settings.served_name, engine.predictor.checkpoint.version)
+        admin.start(app)
         log.info(
             "serving %s version %s on %s",
             settings.checkpoint,
@@ -50,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await engine.drain()
+            admin.stop()
+            await _drain(engine, settings.shutdown_grace_s)
             await engine.stop()
             app.state.served = None
 
@@ -67,7 +87,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     for extra in (explain_routes.router, compat.router, demo.router):
         app.include_router(extra)
+    _harden(app, settings)
     return app
+
+
+def _harden(app: FastAPI, settings: Settings) -> None:
+    """Limits, auth, request ids, metrics and admin routes (see README, "Operations")."""
+    keys = load_keys(settings)
+    app.state.metrics = Metrics()
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.include_router(metrics_router)
+    app.include_router(admin.router)
+    # Added innermost first: request context sees every answer, auth runs before any body is read.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, access_log=settings.access_log)
+    document_errors(app, lambda path: needs_key(path, bool(keys)))
+
+
+async def _drain(engine: Batcher, grace_s: float) -> None:
+    """Let every accepted text get its result, but never hold shutdown past the grace period."""
+    try:
+        await asyncio.wait_for(engine.drain(), grace_s)
+    except TimeoutError:
+        log.error("shutdown: %d texts still queued after %.0f s; dropping them", engine.queued, grace_s)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

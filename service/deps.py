@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from model.predictor import Predictor
+from model.predictor import Prediction, Predictor
 from service.batching import Batcher
 from service.settings import Settings, get_settings
 
@@ -18,6 +19,8 @@ class ServedModel:
 
     engine: Batcher
     name: str
+    # Called with every response's predictions (the metrics count them by label).
+    on_predictions: Callable[[Sequence[Prediction]], None] = lambda predictions: None
 
     @property
     def predictor(self) -> Predictor:

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
 from service.batching import QueueFull
 from service.deps import ServedDep, SettingsDep
+from service.limits import error_response
 from service.schemas import Health, ModelInfo, ModelRef, PredictionOut, PredictRequest, PredictResponse
 from service.settings import Settings
 
 router = APIRouter()
 
 
-@router.post("/predict", response_model=PredictResponse, tags=["predictions"])
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: error_response("over a limit: texts per request, characters per text or body bytes"),
+    503: error_response("overloaded (queue full, with Retry-After) or the model is not loaded yet"),
+    504: error_response("no result within the request deadline (SENTIMENT_REQUEST_TIMEOUT_S)"),
+}
+
+
+@router.post("/predict", response_model=PredictResponse, tags=["predictions"], responses=PREDICT_ERRORS)
 async def predict(body: PredictRequest, settings: SettingsDep, served: ServedDep) -> PredictResponse:
     """Classify each text; predictions come back in input order."""
     check_limits(body.texts, settings)
@@ -30,6 +39,7 @@ async def predict(body: PredictRequest, settings: SettingsDep, served: ServedDep
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT, f"no result within {settings.request_timeout_s} s"
         ) from exc
+    served.on_predictions(results)
     checkpoint = served.predictor.checkpoint
     return PredictResponse(
         predictions=[
@@ -66,10 +76,16 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     tags=["health"],
-    responses={503: {"description": "model not loaded yet"}},
+    responses={503: {"description": "model not loaded yet, or the queue is full (shed load)"}},
 )
 async def readyz(served: ServedDep) -> Health:
-    """Readiness: the model is loaded and requests will be served."""
+    """Readiness: the model is loaded and the queue has room; 503 tells a balancer to send less."""
+    if served.engine.saturated:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"overloaded: {served.engine.queued} texts queued (limit {served.engine.max_queue_texts})",
+            headers={"Retry-After": "1"},
+        )
     return Health(status="ready")
 
 

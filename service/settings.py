@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.checkpoint import DEFAULT_CHECKPOINT
@@ -36,13 +36,34 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="per-request deadline; past it, 504")
     max_texts_per_request: int = Field(256, ge=1, le=100_000)
     max_text_chars: int = Field(5_000, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes, checked before parsing; past it, 413",
+    )
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated API keys; when any key is set, requests need one"
+    )
+    api_keys_file: Path | None = Field(None, description="file with one API key per line (# comments)")
+    shutdown_grace_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, how long accepted requests get to finish"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line")
+    access_log: bool = Field(True, description="log one line per request (method, path, status, time)")
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, value: Path) -> Path:
         if not value.is_dir():
             raise ValueError(f"checkpoint directory {value} does not exist")
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"API keys file {value} does not exist")
         return value
 
     @property
