@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from tokenizers import Encoding
 
 from model.tokenizer import PAD_ID
 
@@ -66,7 +67,9 @@ def explain(predictor: Predictor, texts: Sequence[str], max_rows: int = 512) -> 
 
     ``max_rows`` bounds one forward pass (a text of T tokens needs T + 1 rows; a longer one runs alone).
     """
-    encoded = [_encode(predictor, text) for text in texts]
+    # One Rust call for the whole batch; the padding it adds is dropped again by _encode.
+    encodings = predictor.checkpoint.tokenizer.tokenizer.encode_batch(list(texts))
+    encoded = [_encode(text, encoding) for text, encoding in zip(texts, encodings, strict=True)]
     results: list[Explanation | None] = [None] * len(texts)
     for group in _groups(encoded, max_rows):
         rows = [row for i in group for row in _occlusions(encoded[i].ids)]
@@ -79,8 +82,7 @@ def explain(predictor: Predictor, texts: Sequence[str], max_rows: int = 512) -> 
     return results  # type: ignore[return-value]
 
 
-def _encode(predictor: Predictor, text: str) -> _Encoded:
-    encoding = predictor.checkpoint.tokenizer.tokenizer.encode(text)
+def _encode(text: str, encoding: Encoding) -> _Encoded:
     keep = [k for k, m in enumerate(encoding.attention_mask) if m]
     placeholders = [m.span() for m in _PLACEHOLDER.finditer(text)]
     return _Encoded(
