@@ -125,11 +125,17 @@ def _write_files(checkpoint: Checkpoint, directory: Path) -> None:
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
-    # rename() cannot replace a non-empty directory, so move the old one aside first.
+    # rename() cannot replace a non-empty directory, so move the old one aside first, and put it back
+    # if the new one cannot take its place.
     retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
     if target.exists():
         target.rename(retired)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except OSError:
+        if retired.exists():
+            retired.rename(target)
+        raise
     shutil.rmtree(retired, ignore_errors=True)
 
 

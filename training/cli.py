@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from model.checkpoint import DEFAULT_CHECKPOINT
 from training import distributed
 from training.corpus import CROWDFLOWER, PROJECT_ROOT
 from training.data import DataError, Dataset, load_dataset, load_default_corpus
+from training.loop import Loop
 from training.metrics import format_report
 from training.train import TrainConfig, tiny, train
 
@@ -35,6 +37,7 @@ HELP = {
     "glove": "initialise embeddings from GloVe 6B 50d",
     "glove_words": "most frequent GloVe words added to the vocabulary",
     "freeze_embeddings": "keep the pretrained embeddings fixed",
+    "embedding_lr_scale": "learning rate of the embeddings, relative to --lr",
     "embedding_dim": "embedding width (50 with GloVe)",
     "hidden_size": "LSTM hidden size per direction",
     "num_layers": "stacked LSTM layers",
@@ -72,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tiny", action="store_true", help="a very small model on a few hundred examples")
     run.add_argument("--dry-run", action="store_true", help="--tiny, and write nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--tensorboard", type=Path, metavar="DIR", help="also log per-epoch metrics for TensorBoard here"
+    )
     hyper = parser.add_argument_group("hyperparameters")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -123,6 +129,24 @@ def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Datase
     return data, val, test, provenance
 
 
+def tensorboard_logger(directory: Path) -> Callable[[Loop], None]:
+    """Per-epoch scalars for TensorBoard (needs the optional ``tensorboard`` package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from exc
+    writer = SummaryWriter(str(directory))
+
+    def log_epoch(loop: Loop) -> None:
+        last = loop.history[-1]
+        for key, value in last.items():
+            if key != "epoch":
+                writer.add_scalar(key, value, last["epoch"])
+        writer.flush()
+
+    return log_epoch
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -145,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             provenance=provenance,
             progress=not args.no_progress,
+            on_epoch=tensorboard_logger(args.tensorboard) if args.tensorboard else None,
             parallel=parallel,
         )
     except (DataError, ValueError) as exc:

@@ -40,6 +40,20 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
+def param_groups(model: SentimentClassifier, config: TrainConfig) -> list[dict[str, Any]]:
+    """Pretrained embeddings learn more slowly than the rest, so fine-tuning keeps GloVe's geometry
+    (and with it, what the model knows about words it never saw labelled). No decay on biases."""
+    embedding = [p for p in model.embedding.parameters() if p.requires_grad]
+    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("embedding.")]
+    groups = [
+        {"params": [p for n, p in rest if p.ndim > 1], "lr": config.lr},
+        {"params": [p for n, p in rest if p.ndim <= 1], "lr": config.lr, "weight_decay": 0.0},
+    ]
+    if embedding:
+        groups.append({"params": embedding, "lr": config.lr * config.embedding_lr_scale, "weight_decay": 0.0})
+    return groups
+
+
 class Loop:
     """Owns the optimiser, schedule and history; ``run`` trains until done or out of patience."""
 
@@ -53,11 +67,15 @@ class Loop:
         progress: bool = True,
     ) -> None:
         self.model, self.config, self.data, self.device, self.progress = model, config, data, device, progress
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
         steps = config.epochs * -(-len(data["train"]) // config.batch_size)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler = (
-            torch.optim.lr_scheduler.OneCycleLR(self.optimizer, config.lr, total_steps=steps, pct_start=0.1)
+            torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer,
+                [g["lr"] for g in self.optimizer.param_groups],
+                total_steps=steps,
+                pct_start=0.1,
+            )
             if config.schedule == "onecycle"
             else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
         )
@@ -79,7 +97,7 @@ class Loop:
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
-    def run(self, checkpoint_state: Callable[[Loop], Any]) -> None:
+    def run(self, on_epoch: Callable[[Loop], Any]) -> None:
         while self.epoch < self.config.epochs and self.bad_epochs < self.config.patience:
             self.epoch += 1
             loss = self._train_epoch()
@@ -105,7 +123,7 @@ class Loop:
                 f"val acc {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}"
                 + ("  (best)" if improved else "")
             )
-            checkpoint_state(self)
+            on_epoch(self)
 
     def _train_epoch(self) -> float:
         self.model.train()

@@ -33,7 +33,7 @@ class ResumeState:
         return str(self.values["tokenizer"])
 
     @classmethod
-    def load(cls, output: Path, config: TrainConfig) -> ResumeState | None:
+    def load(cls, output: Path, config: TrainConfig, fingerprint: str) -> ResumeState | None:
         path = state_path(output)
         if not path.is_file():
             return None
@@ -43,11 +43,17 @@ class ResumeState:
                 f"{path} was saved with a different training config; "
                 "rerun with the same options, or without --resume to start over"
             )
+        if values.get("data") != fingerprint:
+            raise ValueError(
+                f"{path} was saved while training on different data; "
+                "rerun with the same files, or without --resume to start over"
+            )
         return cls(values)
 
     @staticmethod
-    def save(output: Path, loop: Loop, tokenizer: TextTokenizer) -> None:
+    def save(output: Path, loop: Loop, tokenizer: TextTokenizer, fingerprint: str) -> None:
         values = {
+            "data": fingerprint,
             "config": asdict(loop.config),
             "tokenizer": tokenizer.to_json(),
             "model": loop.model.state_dict(),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from training.data import DataError, Dataset, label_names, stratified_split
 from training.distributed import DataParallel
 from training.loop import Loop, predict_logits, softmax
 from training.metrics import classification_report
+from training.plots import training_plots
 from training.resume import ResumeState
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class TrainConfig:
     glove: bool = True  # initialise embeddings from GloVe 6B 50d
     glove_words: int = 20_000  # most frequent GloVe words added to the vocabulary
     freeze_embeddings: bool = False
+    embedding_lr_scale: float = 1.0  # embeddings' learning rate relative to lr
     embedding_dim: int = 50
     hidden_size: int = 128
     num_layers: int = 1
@@ -82,6 +86,15 @@ class Splits:
     val: Dataset
     test: Dataset
     labels: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every split's texts and labels: a resumed run must see the same data."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            for text, label in zip(split.texts, split.labels, strict=True):
+                digest.update(f"{label}\t{text}\n".encode())
+            digest.update(b"\0")
+        return digest.hexdigest()
 
 
 def make_splits(
@@ -183,13 +196,15 @@ def train(
     resume: bool = False,
     provenance: dict[str, Any] | None = None,
     progress: bool = True,
+    on_epoch: Callable[[Loop], object] | None = None,
     parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train on ``data`` and, unless ``output`` is None, save the checkpoint there atomically."""
     torch.manual_seed(config.seed)
     dev = resolve_device(device)
     splits = make_splits(data, config, val, test)
-    state = ResumeState.load(output, config) if resume and output is not None else None
+    fingerprint = splits.fingerprint()
+    state = ResumeState.load(output, config, fingerprint) if resume and output is not None else None
     if state is not None:
         tokenizer, glove = TextTokenizer.from_json(state.tokenizer_json, config.max_length), None
     else:
@@ -203,7 +218,14 @@ def train(
     loop = Loop(model, config, encoded, dev, state, progress=progress)
     if parallel is not None:  # data-parallel hook: torchrun, see training/distributed.py
         parallel.attach(loop)
-    loop.run(checkpoint_state=lambda s: ResumeState.save(output, s, tokenizer) if output else None)
+
+    def after_epoch(loop: Loop) -> None:
+        if output is not None:
+            ResumeState.save(output, loop, tokenizer, fingerprint)
+        if on_epoch is not None:
+            on_epoch(loop)
+
+    loop.run(after_epoch)
     model.load_state_dict(loop.best_state)
 
     val_logits = predict_logits(model, encoded["val"], dev)
@@ -240,8 +262,9 @@ def train(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
-    path = save_checkpoint(checkpoint, output) if output is not None else None
+    path = None
     if output is not None:
+        path = save_checkpoint(checkpoint, output, extras=lambda d: training_plots(metrics, d))
         ResumeState.discard(output)
     return TrainResult(checkpoint, path)
 
