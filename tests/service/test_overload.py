@@ -11,7 +11,7 @@ import pytest
 
 from tests.service.live_server import live_server
 
-REQUESTS = 200
+REQUESTS = 150
 QUEUE_TEXTS = 8
 
 

@@ -17,11 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.__main__ import main
+from service.settings import get_settings
 from tests.service.live_server import live_server, service_env
 
-BURST = 60
-SPACING_S = 0.01  # one request every 10 ms: the burst spans 0.6 s
-SIGTERM_AFTER_S = 0.15
+SPACING_S = 0.01  # a new request every 10 ms ...
+AFTER_SIGTERM_S = 0.4  # ... until this long after SIGTERM
+MAX_REQUESTS = 300
 
 
 @dataclass
@@ -31,12 +33,19 @@ class Outcome:
     done_at: float
 
 
+async def _queue_depth(client: httpx.AsyncClient) -> float:
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("sentiment_queue_depth_texts "):
+            return float(line.split()[1])
+    return 0.0
+
+
 async def _burst_with_sigterm(server_url: str, pid: int) -> tuple[list[Outcome], float]:
+    """Send a steady stream of requests; SIGTERM once some wait in the queue; go on a while after."""
     limits = httpx.Limits(max_keepalive_connections=0)  # a fresh connection per request
     async with httpx.AsyncClient(base_url=server_url, limits=limits, timeout=20) as client:
 
         async def one(i: int) -> Outcome:
-            await asyncio.sleep(i * SPACING_S)
             rid = f"burst-{i}"
             try:
                 r = await client.post(
@@ -46,11 +55,22 @@ async def _burst_with_sigterm(server_url: str, pid: int) -> tuple[list[Outcome],
             except httpx.HTTPError:
                 return Outcome(rid, None, time.monotonic())
 
-        tasks = [asyncio.create_task(one(i)) for i in range(BURST)]
-        await asyncio.sleep(SIGTERM_AFTER_S)
-        sigterm_at = time.monotonic()
-        os.kill(pid, signal.SIGTERM)
-        return list(await asyncio.wait_for(asyncio.gather(*tasks), 30)), sigterm_at
+        async def sigterm_when_requests_wait() -> float:
+            async with httpx.AsyncClient(base_url=server_url, timeout=5) as probe:
+                deadline = time.monotonic() + 10
+                while await _queue_depth(probe) < 1 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+            os.kill(pid, signal.SIGTERM)
+            return time.monotonic()
+
+        sigterm = asyncio.create_task(sigterm_when_requests_wait())
+        tasks: list[asyncio.Task[Outcome]] = []
+        while len(tasks) < MAX_REQUESTS and not (
+            sigterm.done() and time.monotonic() > sigterm.result() + AFTER_SIGTERM_S
+        ):
+            tasks.append(asyncio.create_task(one(len(tasks))))
+            await asyncio.sleep(SPACING_S)
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), 30)), await sigterm
 
 
 def _served(log: str) -> dict[str, int]:
@@ -68,13 +88,14 @@ def test_sigterm_finishes_every_accepted_request_then_exits_0(tiny_checkpoint: P
         code = server.wait(timeout=20)
         served = _served(server.log)
 
+    sent = len(outcomes)
     burst = {o.request_id: o for o in outcomes}
     answered = {rid for rid, o in burst.items() if o.status is not None}
     accepted = {rid for rid in served if rid in burst}
     finished_after_sigterm = [o for o in outcomes if o.status == 200 and o.done_at > sigterm_at]
     counts = Counter(o.status for o in outcomes)
     print(
-        f"\nshutdown: sent {BURST}, accepted {len(accepted)}, answered 200 {counts[200]} "
+        f"\nshutdown: sent {sent}, accepted {len(accepted)}, answered 200 {counts[200]} "
         f"({len(finished_after_sigterm)} after SIGTERM), not accepted {counts[None]}, exit code {code}"
     )
     assert code == 0, server.log[-3000:]
@@ -86,32 +107,36 @@ def test_sigterm_finishes_every_accepted_request_then_exits_0(tiny_checkpoint: P
     assert "Cancel" not in server.log
 
 
-def _start_fails(checkpoint: Path, cwd: Path) -> subprocess.Popen[str]:
-    env = service_env(checkpoint, port=1)  # the port is never bound: start-up stops before
-    return subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=env,
-        cwd=cwd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 @pytest.mark.slow
-def test_start_up_fails_fast_naming_the_file_and_problem(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_start_up_on_a_corrupt_checkpoint_fails_fast_naming_the_file(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tiny_checkpoint, corrupt)
     with (corrupt / "model.safetensors").open("r+b") as f:
         f.truncate(100)
-    missing = tmp_path / "missing"
-    runs = [_start_fails(corrupt, tmp_path), _start_fails(missing, tmp_path)]  # side by side: half the time
+    run = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env=service_env(corrupt, port=1),  # never bound: start-up stops before
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert f"cannot start: {corrupt / 'model.safetensors'} is truncated or altered" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_start_up_without_the_checkpoint_fails_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("SENTIMENT_CHECKPOINT", str(tmp_path / "missing"))
+    get_settings.cache_clear()
     try:
-        (bad_out, _), (missing_out, _) = (p.communicate(timeout=60) for p in runs)
+        code = main()
     finally:
-        for p in runs:
-            p.kill()
-    assert runs[0].returncode == 2 and runs[1].returncode == 2
-    assert f"{corrupt / 'model.safetensors'} is truncated or altered" in bad_out
-    assert f"checkpoint directory {missing} does not exist" in missing_out
-    assert "Traceback" not in bad_out + missing_out
+        get_settings.cache_clear()
+    assert code == 2
+    assert f"checkpoint directory {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
