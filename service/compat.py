@@ -62,7 +62,7 @@ async def run_engine(texts: list[str], settings: Settings, served: ServedDep) ->
     """The batching engine, under ``/predict``'s limits, deadline and overload answer."""
     check_limits(texts, settings)
     try:
-        return await asyncio.wait_for(served.engine.submit(texts), settings.request_timeout_s)
+        results = await asyncio.wait_for(served.engine.submit(texts), settings.request_timeout_s)
     except QueueFull as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"overloaded: {exc}; retry shortly", {"Retry-After": "1"}
@@ -71,6 +71,8 @@ async def run_engine(texts: list[str], settings: Settings, served: ServedDep) ->
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT, f"no result within {settings.request_timeout_s} s"
         ) from exc
+    served.on_predictions(results)  # counted in the metrics like /predict's
+    return results
 
 
 def _check_name(name: str, served: ServedDep, version: str | None = None) -> None:

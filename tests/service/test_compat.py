@@ -179,6 +179,20 @@ def test_hf_single_text_all_labels_best_first(client: TestClient, expected: list
     assert texts_seen(client) == before + 1  # through the batching engine
 
 
+def test_compat_predictions_are_counted_like_predicts(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[str] = []
+    served = client.app.state.served  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        served, "on_predictions", lambda predictions: counted.extend(p.label for p in predictions)
+    )
+    client.post("/models/tiny", json={"inputs": TEXTS[:2]})
+    tensor = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [TEXTS[2]]}
+    client.post("/v2/models/tiny/infer", json={"inputs": [tensor]})
+    assert len(counted) == 3
+
+
 @pytest.mark.parametrize("top_k", [1, 2, 10])
 def test_hf_batch_with_top_k(client: TestClient, expected: list[dict], top_k: int) -> None:
     request = {"inputs": TEXTS, "parameters": {"top_k": top_k, "function_to_apply": "softmax"}}
