@@ -62,6 +62,7 @@ class Metrics:
         self.reloads = Counter(
             "sentiment_model_reloads", "model reloads, by outcome", ["outcome"], registry=r
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def watch_queue(self, queued: Callable[[], int], capacity: Callable[[], int]) -> None:
         self.queue_depth.set_function(queued)
@@ -79,9 +80,14 @@ class Metrics:
             self.predictions.labels(label).inc(n)
 
     def on_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(method, route, code).inc()
-        self.latency.labels(method, route, code).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:  # first request of its kind: look the labelled series up once
+            code = str(status)
+            children = self.requests.labels(method, route, code), self.latency.labels(method, route, code)
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_model(self, name: str, version: str) -> None:
         self.model.clear()
