@@ -25,7 +25,7 @@ access = logging.getLogger("service.access")
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 # LogRecord attributes that are not extra fields given by the caller.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "color_message"}
 
 
 class RequestIdFilter(logging.Filter):
@@ -36,6 +36,8 @@ class RequestIdFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and any ``extra`` fields."""
+
+    converter = time.gmtime  # type: ignore[assignment]  # UTC: the time ends in Z
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
