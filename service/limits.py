@@ -135,8 +135,15 @@ AUTH_ERRORS = {
 }
 
 
+# Either header works; /docs gets an "Authorize" button for each.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
 def document_errors(app: FastAPI, needs_key: Callable[[str], bool]) -> None:
-    """Add the middleware's answers (400/401/403/413/415) to each operation of the OpenAPI schema."""
+    """Add the middleware's answers (400/401/403/413/415) and the API-key schemes to the OpenAPI schema."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -145,7 +152,10 @@ def document_errors(app: FastAPI, needs_key: Callable[[str], bool]) -> None:
             for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
                 added = {**(BODY_ERRORS if method.upper() in _BODY_METHODS else {})}
-                added |= AUTH_ERRORS if needs_key(path) else {}
+                if needs_key(path):
+                    added |= AUTH_ERRORS
+                    operation.setdefault("security", [{name: []} for name in SECURITY_SCHEMES])
+                    schema.setdefault("components", {}).setdefault("securitySchemes", SECURITY_SCHEMES)
                 for code, spec in added.items():
                     responses.setdefault(str(code), spec)
         return schema

@@ -95,3 +95,11 @@ def test_header_parsing_and_comparison() -> None:
     assert presented_key([(b"authorization", b"Basic k1")]) is None
     assert presented_key([(b"x-api-key", b"k2")]) == b"k2"
     assert key_is_valid(b"k2", keys) and not key_is_valid(b"k", keys) and not key_is_valid(None, keys)
+
+
+def test_the_openapi_schema_documents_the_keys(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert {"401", "403"} <= set(schema["paths"]["/predict"]["post"]["responses"])
+    assert schema["paths"]["/predict"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
