@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,19 @@ REQUESTS = 150
 QUEUE_TEXTS = 8
 
 
+async def _wait_not_ready(url: str, timeout: float = 5) -> list[int]:
+    """Poll /readyz until it reports the full queue (or ``timeout`` passes); the codes seen."""
+    codes: list[int] = []
+    async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+        deadline = time.monotonic() + timeout
+        while 503 not in codes and time.monotonic() < deadline:
+            codes.append((await probe.get("/readyz")).status_code)
+            await asyncio.sleep(0.005)
+    return codes
+
+
 async def _burst(url: str) -> tuple[list[httpx.Response | Exception], list[int]]:
+    """Fill the queue, watch readiness turn false, then pile on far more requests than it holds."""
     limits = httpx.Limits(max_connections=REQUESTS + 10)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=20) as client:
 
@@ -25,21 +38,17 @@ async def _burst(url: str) -> tuple[list[httpx.Response | Exception], list[int]]
             except httpx.HTTPError as exc:
                 return exc
 
-        async def probe_readiness() -> list[int]:
-            codes = []
-            for _ in range(20):
-                codes.append((await client.get("/readyz")).status_code)
-                await asyncio.sleep(0.01)
-            return codes
-
-        readiness = asyncio.create_task(probe_readiness())
-        outcomes = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(REQUESTS))), 60)
-        return outcomes, await readiness
+        first = [asyncio.create_task(one(i)) for i in range(QUEUE_TEXTS)]
+        readiness = await _wait_not_ready(url)
+        rest = [asyncio.create_task(one(i)) for i in range(QUEUE_TEXTS, REQUESTS)]
+        outcomes = await asyncio.wait_for(asyncio.gather(*first, *rest), 60)
+        return outcomes, readiness
 
 
 @pytest.mark.slow
 def test_every_request_gets_one_answer_under_overload(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    settings = {"max_queue_texts": str(QUEUE_TEXTS), "max_wait_ms": "100", "request_timeout_s": "20"}
+    # Batches wait up to 1 s to fill: the queue stays full long enough to watch readiness turn false.
+    settings = {"max_queue_texts": str(QUEUE_TEXTS), "max_wait_ms": "1000", "request_timeout_s": "20"}
     with live_server(tiny_checkpoint, tmp_path, **settings) as server:
         outcomes, readiness = asyncio.run(_burst(server.url))
         after = httpx.get(f"{server.url}/readyz", timeout=5)
