@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.explain import Explanation, explain
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -21,6 +26,28 @@ def resolve_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     return device
+
+
+def default_threads(workers: int = 1) -> int:
+    """Intra-op threads per process: the cores left after one for the event loop, shared by workers.
+
+    The service runs HTTP (parsing, JSON, the event loop) on one core while the model runs; on a
+    2-core machine one torch thread beats two (README, "Serving performance"). The LSTM's per-step
+    matrix products are small (batch x 4H), so more than 4 threads buys little.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, (cores - 1) // max(1, workers)))
+
+
+def configure_threads(threads: int | None = None, workers: int = 1) -> int:
+    """Set torch's intra-op threads (``threads`` or ``default_threads``) and one inter-op thread."""
+    threads = threads or default_threads(workers)
+    torch.set_num_threads(threads)
+    # One forward at a time: nothing to run side by side. Raises once set or once inter-op work
+    # has started; then keep what is there.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    return threads
 
 
 @dataclass(frozen=True)
@@ -34,18 +61,27 @@ class Prediction:
 class Predictor:
     """Batched inference over a loaded checkpoint, in ``torch.inference_mode``."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, device: str | None = None, batch_size: int = 64, quantize: bool = False
+    ) -> None:
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.labels = checkpoint.labels
         self.model = checkpoint.model.to(self.device).eval()
+        self.quantized = quantize and self.device.type == "cpu"
+        if self.quantized:
+            self.model = quantize_int8(self.model)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], device: str | None = None, batch_size: int = 64
+        cls,
+        path: str | os.PathLike[str],
+        device: str | None = None,
+        batch_size: int = 64,
+        quantize: bool = False,
     ) -> Predictor:
-        return cls(load_checkpoint(path), device=device, batch_size=batch_size)
+        return cls(load_checkpoint(path), device=device, batch_size=batch_size, quantize=quantize)
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """Probabilities (N, L) in input order, and whether each text was truncated."""
@@ -64,24 +100,38 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         batch = self.checkpoint.tokenizer.encode(texts)
-        ids = batch.ids.to(self.device, non_blocking=True)
+        ids = batch.ids
+        if self.device.type == "cuda":  # page-locked memory lets the copy run asynchronously
+            ids = ids.pin_memory()
+        ids = ids.to(self.device, non_blocking=True)
         logits = self.model(ids, batch.lengths)
         probs = torch.softmax(logits.float() / self.checkpoint.temperature, dim=-1)
         return probs.cpu().numpy(), batch.truncated
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probabilities, truncated = self.predict_proba(texts)
-        best = probabilities.argmax(axis=1)
-        return [
+        best = probabilities.argmax(axis=1).tolist()
+        labels = self.labels
+        return [  # plain floats from one .tolist(): cheaper than float() on each numpy scalar
             Prediction(
-                label=self.labels[k],
-                score=float(row[k]),
-                probabilities={label: float(p) for label, p in zip(self.labels, row, strict=True)},
+                label=labels[k],
+                score=row[k],
+                probabilities=dict(zip(labels, row, strict=True)),
                 truncated=flag,
             )
-            for row, k, flag in zip(probabilities, best, truncated, strict=True)
+            for row, k, flag in zip(probabilities.tolist(), best, truncated, strict=True)
         ]
 
     def explain(self, texts: Sequence[str]) -> list[Explanation]:
         """Each text's prediction plus every token's contribution to it (see ``model.explain``)."""
         return explain(self, texts)
+
+
+def quantize_int8(model: ModuleT) -> ModuleT:
+    """int8 dynamic quantisation of the LSTM and linear layers (CPU only; see README for accuracy)."""
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8
+        )
+    return cast(ModuleT, quantized)  # a copy of the same class, its LSTM and Linear swapped

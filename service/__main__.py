@@ -41,6 +41,7 @@ def main() -> int:
         log_config=None,  # configure_logging above already routes uvicorn's loggers
         access_log=False,  # service.access logs each request, with its request id
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        workers=settings.workers,  # >1: processes side by side, each with its own model
     )
     return 0
 

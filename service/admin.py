@@ -54,6 +54,7 @@ def build_predictor(path: Path, settings: Settings) -> Predictor:
             load_checkpoint(path),
             device=settings.device,
             batch_size=settings.max_batch_size,
+            quantize=settings.quantize,
         )
         results = predictor.predict(PROBE)
     except (ValueError, OSError, RuntimeError) as exc:  # CheckpointError is a ValueError

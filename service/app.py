@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.checkpoint import load_checkpoint
-from model.predictor import Predictor
+from model.predictor import Predictor, configure_threads
 from service import admin, compat, demo, explain_routes
 from service.auth import ApiKeyMiddleware, load_keys, needs_key
 from service.batching import Batcher, DirectRunner
@@ -34,6 +34,7 @@ def load_engine(settings: Settings, on_batch: Callable[[int, float], None] | Non
         load_checkpoint(settings.checkpoint),
         device=settings.device,
         batch_size=settings.max_batch_size,
+        quantize=settings.quantize,
     )
     if settings.batching:
         return Batcher(
@@ -51,8 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        configure_threads(settings.torch_threads, settings.workers)
+        # The inference thread needs the GIL between torch ops; a busy event loop holds it for up to
+        # the switch interval each time (README, "Serving performance").
+        sys.setswitchinterval(settings.gil_switch_ms / 1000)
         metrics: Metrics = app.state.metrics
         engine = load_engine(settings, on_batch=metrics.on_batch)
         await engine.start()
@@ -82,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.served = None
-    app.dependency_overrides[get_settings] = lambda: settings
+    # Routes read settings from app.state (service.deps.app_settings), not through
+    # dependency_overrides: any override makes FastAPI re-inspect every dependency per request.
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.include_router(router)
     for extra in (explain_routes.router, compat.router, demo.router):

@@ -1,16 +1,22 @@
 """The batching engine between the HTTP handlers and the model.
 
-Requests put their texts in a bounded queue and await a future. One worker forms batches from
-whatever is waiting (round-robin across requests, so a large request cannot starve small ones),
-runs the model in an inference thread, off the event loop, and hands each request its results in
-input order. While the model is busy, new requests pile up and become the next batch; when it is
-idle, a request runs at once (``max_wait_ms=0``), so a lone client never waits for company.
+Requests put their texts in a bounded queue and await a future. One inference thread takes batches
+straight from that queue (round-robin across requests, so a large request is split and interleaved
+with small ones instead of starving them), runs the model, and hands the results back to the event
+loop, which resolves each request's future with its predictions in input order.
+
+The thread pulls the next batch itself the moment a forward pass ends, so the model never waits for
+a busy event loop to schedule it; while it runs, new requests pile up and become the next batch.
+When the model is idle a request runs at once (``max_wait_ms=0``): a lone client never waits for
+company. Each request's texts are taken shortest first, so a large request's slices hold texts of
+similar length (the predictor sorts every batch by length as well, and the LSTM runs packed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,13 +34,18 @@ class QueueFull(RuntimeError):
 
 @dataclass(eq=False)
 class _Job:
+    """One request: its texts, the future its handler awaits, and how far the batches got."""
+
     texts: Sequence[str]
     future: asyncio.Future[list[Prediction]]
+    order: list[int] = field(default_factory=list)  # text indices, shortest first
     results: list[Prediction | None] = field(default_factory=list)
-    taken: int = 0  # texts already handed to a batch
+    taken: int = 0  # texts of ``order`` already handed to a batch
     done: int = 0  # texts with a result
+    abandoned: bool = False  # cancelled, timed out or failed: drop what is still queued
 
     def __post_init__(self) -> None:
+        self.order = sorted(range(len(self.texts)), key=lambda i: len(self.texts[i]))
         self.results = [None] * len(self.texts)
 
     @property
@@ -42,11 +53,13 @@ class _Job:
         return len(self.texts) - self.taken
 
 
-Slice = tuple[_Job, int, int]  # a job's texts [start, stop) inside one batch
+Slice = tuple[_Job, int, int]  # positions [start, stop) of a job's ``order`` inside one batch
 
 
 @dataclass
 class BatchStats:
+    """Totals since start; read them for a mean batch size (``GET /metrics`` has histograms)."""
+
     batches: int = 0
     texts: int = 0
     inference_seconds: float = 0.0
@@ -73,13 +86,15 @@ class Batcher:
         self.max_queue_texts = max_queue_texts
         self.stats = BatchStats()
         self._on_batch = on_batch
+        # Shared by the event loop and the inference thread; changed only under ``_ready``'s lock.
+        self._ready = threading.Condition()
         self._jobs: deque[_Job] = deque()
         self._queued = 0  # texts waiting, not yet in a batch
-        self._wakeup = asyncio.Event()
+        self._in_model = 0  # batches taken whose results the event loop has not delivered yet
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
-        self._idle.set()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -90,52 +105,75 @@ class Batcher:
         return self._queued >= self.max_queue_texts
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="batcher")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        """Stop the inference thread; requests still queued fail with ``RuntimeError``."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+        with self._ready:
+            left, self._jobs, self._queued = list(self._jobs), deque(), 0
+        for job in left:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the batching engine stopped"))
+        s = self.stats
+        log.info("batcher: %d texts in %d batches (mean %.1f)", s.texts, s.batches, s.mean_batch_size)
 
     async def drain(self) -> None:
         """Wait until every accepted text has its result."""
-        while self._jobs or not self._idle.is_set():
+        while not self._is_idle():
+            self._idle.clear()
             await self._idle.wait()
-            await asyncio.sleep(0)
 
     async def submit(self, texts: Sequence[str]) -> list[Prediction]:
         """Predict ``texts``; raises ``QueueFull`` at once when the queue has no room for them."""
-        if self._queued + len(texts) > self.max_queue_texts:
-            raise QueueFull(f"{self._queued} texts already queued (limit {self.max_queue_texts})")
+        if not texts:
+            return []
         job = _Job(texts, asyncio.get_running_loop().create_future())
-        self._jobs.append(job)
-        self._queued += len(texts)
-        self._idle.clear()
-        self._wakeup.set()
-        return await job.future  # a cancelled await marks the future done: the worker skips the rest
+        with self._ready:
+            if self._queued + len(texts) > self.max_queue_texts:
+                raise QueueFull(f"{self._queued} texts already queued (limit {self.max_queue_texts})")
+            self._jobs.append(job)
+            self._queued += len(texts)
+            self._ready.notify()
+        try:
+            return await job.future
+        finally:
+            job.abandoned = True  # cancelled or timed out: the thread drops what is still queued
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _is_idle(self) -> bool:
+        with self._ready:
+            return not self._jobs and not self._in_model
+
+    # -- inference thread ------------------------------------------------------------------------
+
+    def _work(self) -> None:
         while True:
-            await self._wakeup.wait()
-            if self.max_wait and self._queued < self.max_batch_size:
-                await asyncio.sleep(self.max_wait)
-            batch = self._take_batch()
-            if not batch:
-                self._wakeup.clear()
-                self._idle.set()
-                continue
-            texts = [t for job, a, b in batch for t in job.texts[a:b]]
-            predictor, start = self.predictor, time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, predictor.predict, texts)
-            except Exception:
-                log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
-                await self._isolate(batch, predictor)
-            else:
-                self._deliver(batch, results)
-            self._record(len(texts), time.perf_counter() - start)
+            with self._ready:
+                while not self._jobs and not self._stopping:
+                    self._ready.wait()
+                if self._stopping:
+                    return
+                self._wait_to_fill()
+                batch = self._take_batch()
+                self._in_model += 1
+            self._run_batch(batch)
+
+    def _wait_to_fill(self) -> None:
+        """With ``max_wait_ms`` set, give a batch that is not full that long to fill (lock held)."""
+        deadline = time.monotonic() + self.max_wait
+        while self._queued < self.max_batch_size and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._ready.wait(left)
 
     def _take_batch(self) -> list[Slice]:
         """Up to ``max_batch_size`` texts, an equal share from each waiting request in turn."""
@@ -144,7 +182,7 @@ class Batcher:
         share = max(1, room // max(1, len(self._jobs)))
         while room and self._jobs:
             job = self._jobs.popleft()
-            if job.future.done():  # cancelled or timed out: drop what it still had queued
+            if job.abandoned:  # cancelled, timed out or failed: drop what it still has queued
                 self._queued -= job.remaining
                 job.taken = len(job.texts)
                 continue
@@ -157,35 +195,60 @@ class Batcher:
                 self._jobs.append(job)
         return batch
 
-    def _deliver(self, batch: list[Slice], results: Sequence[Prediction]) -> None:
-        k = 0
-        for job, a, b in batch:
-            job.results[a:b] = results[k : k + b - a]
-            k += b - a
-            job.done += b - a
-            if job.done == len(job.texts) and not job.future.done():
-                job.future.set_result(job.results)  # type: ignore[arg-type]
+    def _run_batch(self, batch: list[Slice]) -> None:
+        texts = [job.texts[i] for job, a, b in batch for i in job.order[a:b]]
+        predictor, start = self.predictor, time.perf_counter()
+        outcome: list[list[Prediction] | BaseException]
+        try:
+            results = predictor.predict(texts) if texts else []
+            outcome, k = [], 0
+            for _, a, b in batch:
+                outcome.append(results[k : k + b - a])
+                k += b - a
+        except Exception:
+            log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
+            outcome = [self._predict_alone(predictor, job, a, b) for job, a, b in batch]
+        seconds = time.perf_counter() - start
+        self.stats.batches += bool(texts)
+        self.stats.texts += len(texts)
+        self.stats.inference_seconds += seconds
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, batch, outcome, len(texts), seconds)
+        except RuntimeError:  # the event loop is closed: nobody is waiting any more
+            with self._ready:
+                self._in_model -= 1
 
-    async def _isolate(self, batch: list[Slice], predictor: Predictor) -> None:
-        """Rerun each request's part alone, so one bad request fails only itself."""
-        loop = asyncio.get_running_loop()
-        for job, a, b in batch:
+    @staticmethod
+    def _predict_alone(predictor: Predictor, job: _Job, a: int, b: int) -> list[Prediction] | BaseException:
+        """One request's part of a failed batch, alone, so a bad request fails only itself."""
+        try:
+            return predictor.predict([job.texts[i] for i in job.order[a:b]])
+        except Exception as exc:
+            return exc
+
+    # -- event loop: results back to their requests ----------------------------------------------
+
+    def _deliver(
+        self, batch: list[Slice], outcome: list[list[Prediction] | BaseException], size: int, seconds: float
+    ) -> None:
+        for (job, a, b), result in zip(batch, outcome, strict=True):
             if job.future.done():
                 continue
-            try:
-                results = await loop.run_in_executor(self._executor, predictor.predict, job.texts[a:b])
-            except Exception as exc:
-                job.future.set_exception(exc)
-                self._queued -= job.remaining
-                job.taken = len(job.texts)
-            else:
-                self._deliver([(job, a, b)], results)
-
-    def _record(self, size: int, seconds: float) -> None:
-        self.stats.batches += 1
-        self.stats.texts += size
-        self.stats.inference_seconds += seconds
-        if self._on_batch is not None:
+            if isinstance(result, BaseException):
+                job.abandoned = True
+                job.future.set_exception(result)
+                continue
+            for i, prediction in zip(job.order[a:b], result, strict=True):
+                job.results[i] = prediction
+            job.done += b - a
+            if job.done == len(job.texts):
+                job.future.set_result(job.results)  # type: ignore[arg-type]
+        with self._ready:
+            self._in_model -= 1
+        if self._is_idle():
+            self._idle.set()
+        if size and self._on_batch is not None:
             self._on_batch(size, seconds)
 
 
@@ -226,3 +289,10 @@ class DirectRunner(Batcher):
             self._queued -= len(texts)
             self._in_flight -= 1
             self._record(len(texts), time.perf_counter() - start)
+
+    def _record(self, size: int, seconds: float) -> None:
+        self.stats.batches += 1
+        self.stats.texts += size
+        self.stats.inference_seconds += seconds
+        if self._on_batch is not None:
+            self._on_batch(size, seconds)

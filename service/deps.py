@@ -27,12 +27,21 @@ class ServedModel:
         return self.engine.predictor
 
 
-def served_model(request: Request) -> ServedModel:
+# Both dependencies are ``async def`` and read ``app.state``: FastAPI runs a sync dependency in a
+# thread pool and re-inspects an overridden one on every request, which cost ~40 % of /predict's
+# event-loop time under load (see README, "Serving performance").
+async def served_model(request: Request) -> ServedModel:
     served: ServedModel | None = request.app.state.served
     if served is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet")
     return served
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (``create_app`` stores them on ``app.state``)."""
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    return settings if settings is not None else get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 ServedDep = Annotated[ServedModel, Depends(served_model)]

@@ -24,7 +24,20 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 inside a container")
     port: int = Field(8000, ge=1, le=65535)
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
-    torch_threads: int | None = Field(None, ge=1, description="intra-op CPU threads (default: all cores)")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op CPU threads per worker (default: cores - 1, shared by workers, at most 4)",
+    )
+    workers: int = Field(
+        1, ge=1, le=64, description="uvicorn worker processes, each with its own model and batcher"
+    )
+    quantize: bool = Field(
+        False, description="int8 dynamic quantisation of the LSTM and linear layers (CPU only)"
+    )
+    gil_switch_ms: float = Field(
+        1.0, gt=0, le=100, description="Python's GIL switch interval (its default is 5 ms)"
+    )
     batching: bool = Field(
         True, description="batch concurrent requests together; false = one forward per request"
     )

@@ -1,0 +1,359 @@
+"""Serving speed in one run: the model-only limit, then the HTTP service with batching on and off.
+
+    .venv/bin/python -m bench.serve                      # about 3 minutes (8 s per cell, 60 s soak)
+    .venv/bin/python -m bench.serve --duration 4 --soak 0   # a quick look, under a minute
+
+1. Model-only limit: ``Predictor.predict`` texts/s at each batch size (no HTTP), best one kept.
+2. Two real uvicorn processes (``python -m service``) on 127.0.0.1, one with ``SENTIMENT_BATCHING``
+   true and one false, both up for the whole run; at each concurrency the two are measured back to
+   back, so a busy neighbour on a shared machine moves both figures, not just one.
+3. Load from ``wrk``: one real corpus sentence per request (the default corpus, shuffled), keep-alive
+   connections; requests/s, p50/p95/p99 latency, errors (socket errors, timeouts and non-2xx), and
+   the mean batch size from the service's ``GET /metrics`` (``sentiment_batch_size_texts``).
+4. Soak: the batching service at concurrency 256 for ``--soak`` seconds; resident memory at start
+   and end.
+
+Needs ``wrk`` (Debian/Ubuntu: ``sudo apt-get install -y wrk``). Both servers get the same settings
+from the environment (``SENTIMENT_TORCH_THREADS``, ``SENTIMENT_WORKERS``, ...), plus log level
+warning so that no log line is written per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import DEFAULT_CHECKPOINT
+from model.predictor import Predictor, configure_threads
+from training.data import load_default_corpus
+
+# One request body per line; each wrk thread starts at its own offset. done() prints one JSON line.
+LUA = r"""
+local bodies, i, counter = {}, 0, 0
+function setup(thread) thread:set("tid", counter); counter = counter + 1 end
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  i = (tonumber(tid) or 0) * 7919
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %f, "p50": %d, "p95": %d, "p99": %d, "errors": %d}\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+BATCH_SIZES = (1, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class Cell:
+    mode: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_batch: float | None
+    errors: int
+
+
+def model_only(texts: list[str], seconds: float, threads: int | None, workers: int) -> dict[int, float]:
+    """Predictor texts/s at each batch size, with the service's thread settings."""
+    configure_threads(threads, workers)
+    predictor = Predictor.from_checkpoint(DEFAULT_CHECKPOINT, device=os.environ.get("SENTIMENT_DEVICE"))
+    predictor.predict(texts[:64])  # warm-up
+    rates = {}
+    for size in BATCH_SIZES:
+        predictor.batch_size = size
+        done, start, k = 0, time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            batch = texts[k : k + size]
+            k = (k + size) % (len(texts) - size)
+            predictor.predict(batch)
+            done += len(batch)
+        rates[size] = done / (time.perf_counter() - start)
+    return rates
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server and its worker processes."""
+        pids = [self.process.pid, *_children(self.process.pid)]
+        return sum(_rss_kib(pid) for pid in pids) / 1024
+
+    def batches(self) -> tuple[float, float] | None:
+        """(texts, batches) so far, from the batch-size histogram of ``GET /metrics``."""
+        try:
+            text = http_get(f"{self.url}/metrics")
+        except OSError:
+            return None
+        found = dict(re.findall(r"^sentiment_batch_size_texts_(sum|count) (\S+)$", text, re.M))
+        return (float(found["sum"]), float(found["count"])) if len(found) == 2 else None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(match.group(1)) if match else 0
+
+
+@contextmanager
+def serve(name: str, batching: bool, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    port = free_port()
+    env = {**os.environ, "SENTIMENT_PORT": str(port), "SENTIMENT_HOST": "127.0.0.1"}
+    env |= {"SENTIMENT_BATCHING": str(batching).lower(), "SENTIMENT_LOG_LEVEL": "warning"}
+    env |= {"SENTIMENT_MODEL_NAME": f"bench-{name}-{port}", **(extra_env or {})}
+    for key in ("SENTIMENT_API_KEYS", "SENTIMENT_API_KEYS_FILE"):  # an open service is measured
+        env.pop(key, None)
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=out, stderr=out)
+    server = Server(name, port, process)
+    try:
+        _wait_ready(server, log)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_ready(server: Server, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise SystemExit(f"the {server.name} server exited; its log:\n{log.read_text()}")
+        try:
+            http_get(f"{server.url}/readyz")
+        except OSError:
+            time.sleep(0.2)
+            continue
+        # Another process may have taken the port between free_port() and our bind: check the name.
+        name = json.loads(http_get(f"{server.url}/v1/model"))["name"]
+        if name != f"bench-{server.name}-{server.port}":
+            raise SystemExit(f"port {server.port} is answered by another server ({name!r}); run again")
+        return
+    raise SystemExit(f"the {server.name} server was not ready within {timeout:.0f} s; see {log}")
+
+
+def wrk(server: Server, concurrency: int, seconds: float, files: Path) -> dict:
+    command = [
+        "wrk",
+        f"--threads={min(concurrency, 2)}",
+        f"--connections={concurrency}",
+        f"--duration={max(1, round(seconds))}s",
+        "--timeout=10s",
+        f"--script={files / 'load.lua'}",
+        f"{server.url}/predict",
+        "--",
+        str(files / "bodies.jsonl"),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed:\n{out.stdout}\n{out.stderr}")
+    return dict(json.loads(line[len("RESULT ") :]))
+
+
+def measure(server: Server, concurrency: int, seconds: float, files: Path) -> Cell:
+    before = server.batches()
+    result = wrk(server, concurrency, seconds, files)
+    after = server.batches()
+    mean_batch = None
+    if before and after and after[1] > before[1]:
+        mean_batch = (after[0] - before[0]) / (after[1] - before[1])
+    return Cell(
+        server.name,
+        concurrency,
+        result["requests"] / result["seconds"],
+        result["p50"] / 1000,
+        result["p95"] / 1000,
+        result["p99"] / 1000,
+        mean_batch,
+        int(result["errors"]),
+    )
+
+
+def soak(server: Server, seconds: float, files: Path) -> tuple[float, float, Cell]:
+    start = server.rss_mib()
+    cell = measure(server, 256, seconds, files)
+    return start, server.rss_mib(), cell
+
+
+def table(cells: list[Cell]) -> str:
+    lines = [
+        "| batching | concurrency | requests/s | p50 ms | p95 ms | p99 ms | mean batch | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cells:
+        batch = f"{c.mean_batch:.1f}" if c.mean_batch is not None else "n/a"
+        lines.append(
+            f"| {c.mode} | {c.concurrency} | {c.rps:,.0f} | {c.p50_ms:.1f} | {c.p95_ms:.1f} "
+            f"| {c.p99_ms:.1f} | {batch} | {c.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(cells: list[Cell], limit: float) -> list[str]:
+    """The issue's targets, each with its figure."""
+    get = {(c.mode, c.concurrency): c for c in cells}
+    out = []
+    on, off = get.get(("on", 64)), get.get(("off", 64))
+    if on and off:
+        out.append(f"c=64: {on.rps / off.rps:.2f}x batching off (target >= 3x)")
+        out.append(f"c=64: {on.rps / limit:.0%} of the model-only limit (target >= 70%)")
+        out.append(f"c=64: p99 {on.p99_ms:.1f} ms (target <= 50 ms); errors {on.errors} (target 0)")
+    on, off = get.get(("on", 1)), get.get(("off", 1))
+    if on and off:
+        out.append(f"c=1: p50 {on.p50_ms:.2f} ms vs {off.p50_ms:.2f} ms off (target: no worse)")
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=8, help="seconds of load per cell")
+    parser.add_argument(
+        "--concurrency", default="1,16,64,256", help="comma-separated numbers of open connections"
+    )
+    parser.add_argument("--soak", type=float, default=60, help="seconds at concurrency 256 (0: skip)")
+    parser.add_argument("--model-seconds", type=float, default=1.5, help="seconds per model-only size")
+    parser.add_argument("--json", type=Path, help="also write every figure here as JSON")
+    parser.add_argument("--seed", type=int, default=0, help="order of the corpus sentences")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench.serve needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu)", file=sys.stderr)
+        return 2
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    texts = list(load_default_corpus().texts)
+    random.Random(args.seed).shuffle(texts)
+    threads = (
+        int(os.environ["SENTIMENT_TORCH_THREADS"]) if os.environ.get("SENTIMENT_TORCH_THREADS") else None
+    )
+    workers = int(os.environ.get("SENTIMENT_WORKERS", "1"))
+    print(f"machine: {machine()}", flush=True)
+    rates = model_only(texts, args.model_seconds, threads, workers)
+    best = max(rates, key=rates.__getitem__)
+    print("model only (texts/s by batch size): " + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()))
+    print(f"model-only limit: {rates[best]:,.0f} texts/s at batch size {best}", flush=True)
+
+    cells: list[Cell] = []
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        files = Path(tmp)
+        (files / "load.lua").write_text(LUA)
+        lines = (json.dumps({"texts": [t]}) for t in texts[:5000])
+        (files / "bodies.jsonl").write_text("\n".join(lines) + "\n")
+        with (
+            serve("on", True, files / "on.log") as on,
+            serve("off", False, files / "off.log") as off,
+        ):
+            rss_start = {s.name: s.rss_mib() for s in (on, off)}
+            for server in (on, off):
+                wrk(server, 16, 3, files)  # warm-up
+            for concurrency in concurrencies:
+                for server in (on, off):
+                    cells.append(measure(server, concurrency, args.duration, files))
+                    print(table(cells[-1:]).splitlines()[-1], flush=True)
+            rss_end = {s.name: s.rss_mib() for s in (on, off)}
+            soaked = soak(on, args.soak, files) if args.soak else None
+
+    print(f"\nmachine: {machine()}")
+    print(f"model-only limit: {rates[best]:,.0f} texts/s (batch size {best})\n")
+    print(table(cells))
+    print("\nresident memory (MiB), start -> end of the table: ", end="")
+    print(", ".join(f"{name} {rss_start[name]:.0f} -> {rss_end[name]:.0f}" for name in rss_start))
+    if soaked:
+        start, end, cell = soaked
+        print(
+            f"soak, batching on, c=256 for {args.soak:.0f} s: {cell.rps:,.0f} requests/s, "
+            f"p99 {cell.p99_ms:.1f} ms, {cell.errors} errors; RSS {start:.0f} -> {end:.0f} MiB"
+        )
+    print("\n" + "\n".join(verdict(cells, rates[best])))
+    if args.json:
+        report = {
+            "machine": machine(),
+            "model_only": rates,
+            "cells": [c.__dict__ for c in cells],
+            "rss_mib": {"start": rss_start, "end": rss_end},
+            "soak": soaked and {"rss_start": soaked[0], "rss_end": soaked[1], **soaked[2].__dict__},
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
