@@ -18,8 +18,8 @@ class ModelConfig:
     hidden_size: int = 128
     num_layers: int = 1
     bidirectional: bool = True
-    dropout: float = 0.3  # before the head, and between stacked LSTM layers
-    embedding_dropout: float = 0.2
+    dropout: float = 0.5  # before the head, and between stacked LSTM layers
+    embedding_dropout: float = 0.3
     pooling: Pooling = "max_mean"
     pad_id: int = 0
     max_length: int = 128
