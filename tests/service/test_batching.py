@@ -181,13 +181,16 @@ def test_a_lone_request_runs_at_once() -> None:
 
     async def scenario(engine: Batcher) -> float:
         await engine.submit(["warm"])
-        start = time.perf_counter()
-        await engine.submit(["alone"])
-        return time.perf_counter() - start
+        fastest = float("inf")
+        for i in range(5):  # the fastest of five, so that one scheduler hiccup cannot fail it
+            start = time.perf_counter()
+            await engine.submit([f"alone {i}"])
+            fastest = min(fastest, time.perf_counter() - start)
+        return fastest
 
     seconds = run(scenario, model, max_batch_size=64)
-    assert seconds < 0.1  # no wait for a batch to fill: far below any batching timeout
-    assert model.batches == [["warm"], ["alone"]]
+    assert seconds < 0.02  # no wait for a batch to fill, nor for a timer tick
+    assert model.batches == [["warm"]] + [[f"alone {i}"] for i in range(5)]
 
 
 def test_max_wait_lets_a_batch_fill() -> None:
@@ -196,7 +199,7 @@ def test_max_wait_lets_a_batch_fill() -> None:
     async def scenario(engine: Batcher) -> None:
         await asyncio.gather(*(engine.submit([f"t{i}"]) for i in range(6)))
 
-    run(scenario, model, max_batch_size=64, max_wait_ms=50)
+    run(scenario, model, max_batch_size=64, max_wait_ms=200)
     assert model.batches == [[f"t{i}" for i in range(6)]]
 
 
