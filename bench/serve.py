@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.serve                      # about 3 minutes (8 s per cell, 60 s soak)
     .venv/bin/python -m bench.serve --duration 4 --soak 0   # a quick look, under a minute
+    .venv/bin/python -m bench.serve --quantization          # fp32 vs int8: test-split accuracy, speed
 
 1. Model-only limit: ``Predictor.predict`` texts/s at each batch size (no HTTP), best one kept.
 2. Two real uvicorn processes (``python -m service``) on 127.0.0.1, one with ``SENTIMENT_BATCHING``
@@ -36,14 +37,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from model.checkpoint import DEFAULT_CHECKPOINT
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from model.predictor import Predictor, configure_threads
 from training.data import load_default_corpus
+from training.evaluate import evaluate
+from training.train import TrainConfig, make_splits
 
 # One request body per line; each wrk thread starts at its own offset. done() prints one JSON line.
 LUA = r"""
@@ -87,17 +90,40 @@ def model_only(texts: list[str], seconds: float, threads: int | None, workers: i
     configure_threads(threads, workers)
     predictor = Predictor.from_checkpoint(DEFAULT_CHECKPOINT, device=os.environ.get("SENTIMENT_DEVICE"))
     predictor.predict(texts[:64])  # warm-up
-    rates = {}
-    for size in BATCH_SIZES:
-        predictor.batch_size = size
-        done, start, k = 0, time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
-            batch = texts[k : k + size]
-            k = (k + size) % (len(texts) - size)
-            predictor.predict(batch)
-            done += len(batch)
-        rates[size] = done / (time.perf_counter() - start)
-    return rates
+    return {size: _rate(predictor, texts, size, seconds) for size in BATCH_SIZES}
+
+
+def quantization_check(seconds: float) -> None:
+    """fp32 against int8 on the checkpoint's own test split: accuracy, macro-F1 and speed."""
+    configure_threads(int(os.environ.get("SENTIMENT_TORCH_THREADS") or 0) or None)
+    checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
+    split = {
+        k: checkpoint.training[k]
+        for k in ("seed", "val_fraction", "test_fraction")
+        if k in checkpoint.training
+    }
+    test = make_splits(load_default_corpus(), replace(TrainConfig(), **split)).test
+    print(f"checkpoint {DEFAULT_CHECKPOINT.name} version {checkpoint.version}, test split: {len(test)} texts")
+    print("| | accuracy | macro-F1 | texts/s at 1 | texts/s at 64 |\n|---|---:|---:|---:|---:|")
+    for quantize in (False, True):
+        predictor = Predictor(load_checkpoint(DEFAULT_CHECKPOINT), device="cpu", quantize=quantize)
+        report = evaluate(predictor, test)
+        speed = [max(_rate(predictor, test.texts, size, seconds) for _ in range(3)) for size in (1, 64)]
+        print(
+            f"| {'int8' if quantize else 'fp32'} | {report['accuracy']:.2%} | {report['macro_f1']:.4f} "
+            f"| {speed[0]:,.0f} | {speed[1]:,.0f} |"
+        )
+
+
+def _rate(predictor: Predictor, texts: list[str], size: int, seconds: float) -> float:
+    predictor.batch_size = size
+    done, start, k = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        batch = texts[k : k + size]
+        k = (k + size) % (len(texts) - size)
+        predictor.predict(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - start)
 
 
 def free_port() -> int:
@@ -290,11 +316,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-seconds", type=float, default=1.5, help="seconds per model-only size")
     parser.add_argument("--json", type=Path, help="also write every figure here as JSON")
     parser.add_argument("--seed", type=int, default=0, help="order of the corpus sentences")
+    parser.add_argument(
+        "--quantization",
+        action="store_true",
+        help="only compare fp32 and int8 (accuracy on the checkpoint's test split, speed), then exit",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.quantization:
+        quantization_check(args.model_seconds)
+        return 0
     if shutil.which("wrk") is None:
         print("bench.serve needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu)", file=sys.stderr)
         return 2
