@@ -65,6 +65,7 @@ def _fuzz(operation: APIOperation, mode: GenerationMode) -> None:
     run()
 
 
+@pytest.mark.slow
 def test_api_answers_every_generated_request_within_its_schema(api_schema: BaseSchema) -> None:
     failures = []
     for result in api_schema.get_all_operations():
