@@ -19,6 +19,7 @@ from service import admin, compat, demo, explain_routes
 from service.auth import ApiKeyMiddleware, load_keys, needs_key
 from service.batching import Batcher, DirectRunner
 from service.deps import ServedModel
+from service.fastpath import PredictFastPath
 from service.limits import BodyLimitMiddleware, document_errors, http_error
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
@@ -102,7 +103,9 @@ def _harden(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.include_router(metrics_router)
     app.include_router(admin.router)
-    # Added innermost first: request context sees every answer, auth runs before any body is read.
+    # Added innermost first: request context sees every answer, auth runs before any body is read,
+    # and /predict's fast path sees only requests that passed the limits and auth.
+    app.add_middleware(PredictFastPath, state=app.state)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, access_log=settings.access_log)

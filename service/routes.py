@@ -7,8 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
+from model.predictor import Prediction
 from service.batching import QueueFull
-from service.deps import ServedDep, SettingsDep
+from service.deps import ServedDep, ServedModel, SettingsDep
 from service.limits import error_response
 from service.schemas import Health, ModelInfo, ModelRef, PredictionOut, PredictRequest, PredictResponse
 from service.settings import Settings
@@ -27,8 +28,23 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 async def predict(body: PredictRequest, settings: SettingsDep, served: ServedDep) -> PredictResponse:
     """Classify each text; predictions come back in input order."""
     check_limits(body.texts, settings)
+    results = await run_predictions(served, settings, body.texts)
+    served.on_predictions(results)
+    checkpoint = served.predictor.checkpoint
+    return PredictResponse(
+        predictions=[
+            PredictionOut(label=p.label, score=p.score, probabilities=p.probabilities, truncated=p.truncated)
+            for p in results
+        ],
+        model=ModelRef(name=served.name, version=checkpoint.version),
+    )
+
+
+async def run_predictions(served: ServedModel, settings: Settings, texts: list[str]) -> list[Prediction]:
+    """The engine's predictions for ``texts``; 503 when its queue is full, 504 past the deadline."""
     try:
-        results = await asyncio.wait_for(served.engine.submit(body.texts), settings.request_timeout_s)
+        async with asyncio.timeout(settings.request_timeout_s):
+            return await served.engine.submit(texts)
     except QueueFull as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -39,15 +55,6 @@ async def predict(body: PredictRequest, settings: SettingsDep, served: ServedDep
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT, f"no result within {settings.request_timeout_s} s"
         ) from exc
-    served.on_predictions(results)
-    checkpoint = served.predictor.checkpoint
-    return PredictResponse(
-        predictions=[
-            PredictionOut(label=p.label, score=p.score, probabilities=p.probabilities, truncated=p.truncated)
-            for p in results
-        ],
-        model=ModelRef(name=served.name, version=checkpoint.version),
-    )
 
 
 def check_limits(texts: list[str], settings: Settings) -> None:
