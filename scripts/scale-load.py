@@ -36,16 +36,19 @@ def worker(args: argparse.Namespace, state: dict, lock: threading.Lock, deadline
             conn.request("POST", "/predict", body, {"content-type": "application/json"})
             response = conn.getresponse()
             data = response.read()
-            ok = response.status == 200 and len(json.loads(data)["predictions"]) == len(TEXTS)
+            answer = json.loads(data) if response.status == 200 else {}
+            ok = len(answer.get("predictions", [])) == len(TEXTS)
             outcome = "200" if ok else f"HTTP {response.status}"
             upstream = response.getheader("X-Upstream", "?")
+            version = answer.get("model", {}).get("version", "-")
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            outcome, upstream = f"error {type(exc).__name__}", "-"
+            outcome, upstream, version = f"error {type(exc).__name__}", "-", "-"
             conn.close()
             conn = http.client.HTTPConnection(url.hostname, url.port, timeout=args.timeout)
         with lock:
             state["outcomes"][outcome] += 1
             state["upstreams"][upstream] += 1
+            state["versions"][version] += 1
             state["done"] += 1
             if args.kill_pid and state["done"] == args.kill_after:
                 os.kill(args.kill_pid, signal.SIGKILL)
@@ -67,6 +70,7 @@ def main() -> int:
         parser.error("loopback addresses only")
     state: dict = {"sent": 0, "done": 0, "killed_at": None}
     state["outcomes"], state["upstreams"] = collections.Counter(), collections.Counter()
+    state["versions"] = collections.Counter()
     lock, start = threading.Lock(), time.monotonic()
     threads = [
         threading.Thread(target=worker, args=(args, state, lock, start + args.deadline))
@@ -82,6 +86,7 @@ def main() -> int:
     print(f"requests sent {state['sent']}, answered {state['done']}, succeeded {ok}, failed {failed}")
     print(f"outcomes {dict(state['outcomes'])}")
     print(f"served by {dict(sorted(state['upstreams'].items()))}")
+    print(f"model versions {dict(state['versions'])}")
     if args.kill_pid:
         print(f"replica pid {args.kill_pid} killed (SIGKILL) after {state['killed_at']} responses")
     print(f"{seconds:.1f} s, {state['done'] / seconds:.0f} requests/s")
