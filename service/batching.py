@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from model.predictor import Prediction, Predictor
 
@@ -32,21 +32,21 @@ class QueueFull(RuntimeError):
     """More texts are waiting than the queue holds; the caller should retry later."""
 
 
-@dataclass(eq=False)
 class _Job:
     """One request: its texts, the future its handler awaits, and how far the batches got."""
 
-    texts: Sequence[str]
-    future: asyncio.Future[list[Prediction]]
-    order: list[int] = field(default_factory=list)  # text indices, shortest first
-    results: list[Prediction | None] = field(default_factory=list)
-    taken: int = 0  # texts of ``order`` already handed to a batch
-    done: int = 0  # texts with a result
-    abandoned: bool = False  # cancelled, timed out or failed: drop what is still queued
+    __slots__ = ("abandoned", "done", "future", "order", "results", "taken", "texts")
 
-    def __post_init__(self) -> None:
-        self.order = sorted(range(len(self.texts)), key=lambda i: len(self.texts[i]))
-        self.results = [None] * len(self.texts)
+    def __init__(self, texts: Sequence[str], future: asyncio.Future[list[Prediction]]) -> None:
+        self.texts = texts
+        self.future = future
+        n = len(texts)
+        # Text indices, shortest first (made on the event loop for every request: kept cheap).
+        self.order: list[int] = [0] if n == 1 else sorted(range(n), key=[len(t) for t in texts].__getitem__)
+        self.results: list[Prediction | None] = [None] * n
+        self.taken = 0  # texts of ``order`` already handed to a batch
+        self.done = 0  # texts with a result
+        self.abandoned = False  # cancelled, timed out or failed: drop what is still queued
 
     @property
     def remaining(self) -> int:
