@@ -2,13 +2,14 @@
 # Scale-out check without Docker: Debian's nginx on loopback in front of several `python -m service`
 # processes, with deploy/nginx.conf's proxy settings; one replica is SIGKILLed mid-load, and the load
 # script prints how many requests succeeded and failed.
-#   scripts/scale-nginx-test.sh [REPLICAS] [REQUESTS]        (defaults: 3 replicas, 600 requests)
+#   scripts/scale-nginx-test.sh [REPLICAS] [REQUESTS]        (defaults: 3 replicas, 3000 requests)
+# NO_RETRY=1 turns nginx's retry on another replica off, to see what it saves.
 # Needs nginx (`apt-get install -y nginx`). Ports: 18100 (nginx), 18101.. (replicas); loopback only.
 # Stops everything it started on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPLICAS=${1:-3}
-REQUESTS=${2:-600}
+REQUESTS=${2:-3000}
 PYTHON=${PYTHON:-.venv/bin/python}
 LB_PORT=${LB_PORT:-18100}
 command -v nginx >/dev/null || { echo "nginx not found: apt-get install -y nginx" >&2; exit 1; }
@@ -52,6 +53,7 @@ awk -v servers="$servers" '
     /^pid / { print "pid '"$work"'/nginx.pid;"; next }
     /listen 8000;/ { print "        listen 127.0.0.1:'"$LB_PORT"';"; next }
     /proxy_pass / { print; print "            add_header X-Upstream $upstream_addr always;"; next }
+    /proxy_next_upstream / && "'"${NO_RETRY:-0}"'" == "1" { print "            proxy_next_upstream off;"; next }
     { print }
 ' deploy/nginx.conf >"$work/nginx.conf"
 nginx -t -q -p "$work" -c "$work/nginx.conf"
