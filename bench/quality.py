@@ -1,27 +1,34 @@
 """Model quality and training speed, side by side in one run, on the default corpus's fixed split.
 
-    python -m bench.quality            # full run (about 10 minutes on 2 CPU cores)
-    python -m bench.quality --quick    # fewer epochs and a sample, to check the script works
+    python -m bench.quality                                   # everything (~15 min on 2 idle cores)
+    python -m bench.quality --checkpoint checkpoints/default  # reuse the shipped model's training run
+    python -m bench.quality --quick                           # 2 epochs on a sample: checks the script
 
-Prints one table: the TF-IDF (word 1-2-grams + character 2-5-grams) + logistic-regression baseline,
-our BiLSTM with the training CLI's defaults, and the same BiLSTM trained by a plain reference loop
-(every batch padded to a fixed length, no bucketing, no packing) for the training-speed ratio.
+Prints, for the default corpus and for a binary movie-sentence corpus (retraining on a user's data), a
+table of the TF-IDF (word 1-2-grams + character 2-5-grams) + logistic-regression baseline and our BiLSTM
+with the training CLI's defaults; then the training-speed ratio of our pipeline to a plain reference loop
+(every batch padded to a fixed length by Python, no bucketing, no packing), same model, side by side.
 Needs the bench extra: pip install -e '.[bench]'.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from bench import movie_snippets
+from model.checkpoint import load_checkpoint
+from model.network import SentimentClassifier
 from model.tokenizer import PAD_ID
-from training.batches import EncodedSplit, encode_split
+from training.batches import EncodedSplit, bucketed_batches, collate, encode_split
 from training.data import Dataset, load_dataset, load_default_corpus
 from training.metrics import classification_report
 from training.train import Splits, TrainConfig, build_model, build_tokenizer, make_splits, train
@@ -50,9 +57,13 @@ def tfidf_baseline(splits: Splits) -> dict:
     return {**classification_report(truth, probs, classes), "seconds": seconds, "tokens_per_second": None}
 
 
-def bilstm(data: Dataset, config: TrainConfig) -> dict:
-    result = train(data, config, None, progress=False)
-    m = result.checkpoint.metrics
+def bilstm(data: Dataset, config: TrainConfig, checkpoint: Path | None = None) -> dict:
+    """Train with ``config`` on ``data``, or take the test report of a checkpoint trained that way."""
+    if checkpoint is not None:
+        m = load_checkpoint(checkpoint).metrics
+        print(f"  BiLSTM figures from {checkpoint} (trained by `python -m training` with these defaults)")
+    else:
+        m = train(data, config, None, progress=False).checkpoint.metrics
     return {
         **m["test"],
         "ece_uncalibrated": m["test_uncalibrated_ece"],
@@ -61,7 +72,7 @@ def bilstm(data: Dataset, config: TrainConfig) -> dict:
     }
 
 
-def plain_forward(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def plain_forward(model: SentimentClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The same modules run the naive way: the LSTM steps through every padded position."""
     states, _ = model.lstm(model.embedding_dropout(model.embedding(ids)))  # (B, T, 2H)
     mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
@@ -70,37 +81,62 @@ def plain_forward(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) ->
     return model.head(model.head_dropout(torch.cat([maximum, mean], dim=-1)))
 
 
-def reference_speed(splits: Splits, config: TrainConfig, batches: int) -> float:
-    """Tokens/s of a plain loop: Python padding of each batch to max_length, shuffled order."""
-    tokenizer, glove = build_tokenizer(splits.train.texts, config)
-    index = {name: k for k, name in enumerate(splits.labels)}
-    split: EncodedSplit = encode_split(
-        tokenizer, splits.train.texts, np.array([index[x] for x in splits.train.labels])
-    )
-    model = build_model(config, tokenizer, len(splits.labels), glove).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    rng = np.random.default_rng(config.seed)
+Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ids, lengths, labels
+
+
+def reference_batches(split: EncodedSplit, config: TrainConfig, rng: np.random.Generator) -> Iterator[Step]:
+    """Shuffled batches, each padded to max_length by a Python loop: what a first attempt looks like."""
     order = rng.permutation(len(split))
-    tokens, start = 0, time.perf_counter()
-    for b in range(batches):
-        rows = order[b * config.batch_size : (b + 1) * config.batch_size]
+    for start in range(0, len(order), config.batch_size):
+        rows = order[start : start + config.batch_size]
         padded = []
-        for r in rows:  # the per-batch Python padding loop our pipeline avoids
+        for r in rows:
             seq = split.flat[split.offsets[r] : split.offsets[r] + split.lengths[r]].tolist()
             padded.append(seq + [PAD_ID] * (config.max_length - len(seq)))
-        ids, lengths = torch.tensor(padded), torch.from_numpy(split.lengths[rows])
-        loss = nn.functional.cross_entropy(
-            plain_forward(model, ids, lengths), torch.from_numpy(split.labels[rows])
+        yield (
+            torch.tensor(padded),
+            torch.from_numpy(split.lengths[rows]),
+            torch.from_numpy(split.labels[rows]),
         )
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        tokens += int(lengths.sum())
-    return tokens / (time.perf_counter() - start)
 
 
-def compare(title: str, data: Dataset, config: TrainConfig) -> dict[str, dict]:
+def pipeline_batches(split: EncodedSplit, config: TrainConfig, rng: np.random.Generator) -> Iterator[Step]:
+    """The training CLI's batches: length-bucketed, padded in numpy, word dropout applied."""
+    for rows in bucketed_batches(split, config.batch_size, rng):
+        yield collate(split, rows, config.word_dropout, rng)
+
+
+def training_speed(splits: Splits, config: TrainConfig, batches: int, rounds: int = 3) -> tuple[float, float]:
+    """Tokens/s of our pipeline and of the plain reference loop, same model size, measured in
+    alternating rounds of ``batches`` optimiser steps each, so machine noise hits both alike."""
+    tokenizer, glove = build_tokenizer(splits.train.texts, config)
+    index = {name: k for k, name in enumerate(splits.labels)}
+    split = encode_split(tokenizer, splits.train.texts, np.array([index[x] for x in splits.train.labels]))
+    ways = {
+        "pipeline": (pipeline_batches, lambda m, ids, lengths: m(ids, lengths)),
+        "reference": (reference_batches, plain_forward),
+    }
+    totals = {name: [0, 0.0] for name in ways}
+    for _ in range(rounds):
+        for name, (make_batches, forward) in ways.items():
+            model = build_model(config, tokenizer, len(splits.labels), glove).train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            steps = itertools.islice(make_batches(split, config, np.random.default_rng(config.seed)), batches)
+            start = time.perf_counter()
+            for ids, lengths, labels in steps:
+                loss = nn.functional.cross_entropy(forward(model, ids, lengths), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+                optimizer.step()
+                totals[name][0] += int(lengths.sum())
+            totals[name][1] += time.perf_counter() - start
+    return totals["pipeline"][0] / totals["pipeline"][1], totals["reference"][0] / totals["reference"][1]
+
+
+def compare(
+    title: str, data: Dataset, config: TrainConfig, checkpoint: Path | None = None
+) -> dict[str, dict]:
     """Baseline and BiLSTM on the same seeded split of ``data``."""
     splits = make_splits(data, config)
     print(
@@ -108,7 +144,7 @@ def compare(title: str, data: Dataset, config: TrainConfig) -> dict[str, dict]:
         f"(seed {config.seed})",
         flush=True,
     )
-    rows = {"TF-IDF + LR": tfidf_baseline(splits), "BiLSTM (defaults)": bilstm(data, config)}
+    rows = {"TF-IDF + LR": tfidf_baseline(splits), "BiLSTM (defaults)": bilstm(data, config, checkpoint)}
     print_table(title, rows)
     return rows
 
@@ -120,7 +156,13 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="2 epochs on 5k examples: checks the script, not quality"
     )
-    parser.add_argument("--reference-batches", type=int, default=150, help="batches timed for the plain loop")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="take the default-corpus BiLSTM figures from this checkpoint, "
+        "trained by `python -m training` with the defaults, instead of training again",
+    )
+    parser.add_argument("--speed-batches", type=int, default=60, help="optimiser steps per speed round")
     parser.add_argument(
         "--skip-binary", action="store_true", help="skip the binary movie-sentence retraining check"
     )
@@ -128,14 +170,17 @@ def main() -> None:
     config = TrainConfig()
     if args.quick:
         config = replace(config, epochs=2, max_examples=5_000)
+    if args.checkpoint is not None and load_checkpoint(args.checkpoint).training != asdict(config):
+        parser.error(f"{args.checkpoint} was not trained with the default training config")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     data = load_default_corpus()
-    rows = compare("Default corpus (CrowdFlower tweets, 3 classes)", data, config)
-    reference = reference_speed(make_splits(data, config), config, args.reference_batches)
-    ours = rows["BiLSTM (defaults)"]["tokens_per_second"]
+    compare("Default corpus (CrowdFlower tweets, 3 classes)", data, config, args.checkpoint)
+    ours, reference = training_speed(make_splits(data, config), config, args.speed_batches)
     print(
-        f"\ntraining speed: BiLSTM pipeline {ours:,.0f} tokens/s, plain reference loop (fixed padding to "
-        f"{config.max_length}, no bucketing, no packing) {reference:,.0f} tokens/s: {ours / reference:.2f}x"
+        f"\ntraining speed, same model, alternating rounds: our pipeline {ours:,.0f} tokens/s, "
+        f"plain reference loop (padded to {config.max_length}, no bucketing, no packing) "
+        f"{reference:,.0f} tokens/s: {ours / reference:.2f}x",
+        flush=True,
     )
     if not args.skip_binary:
         movie = load_dataset(movie_snippets.fetch(), "text", "label")
