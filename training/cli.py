@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             config = tiny(config)
         data, val, test, provenance = load_data(args)
         provenance["code_version"] = code_version()
-        output = None if args.dry_run or (parallel and not parallel.is_main) else args.output
+        main_process = parallel is None or parallel.is_main  # only rank 0 writes anything
+        output = None if args.dry_run or not main_process else args.output
+        log_epoch = tensorboard_logger(args.tensorboard) if args.tensorboard and main_process else None
         result = train(
             data,
             config,
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             provenance=provenance,
             progress=not args.no_progress,
-            on_epoch=tensorboard_logger(args.tensorboard) if args.tensorboard else None,
+            on_epoch=log_epoch,
             parallel=parallel,
         )
     except (DataError, ValueError) as exc:
