@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from model.checkpoint import DEFAULT_CHECKPOINT
 from training import distributed
 from training.corpus import CROWDFLOWER, PROJECT_ROOT
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--output", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint directory to write")
     run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    run.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: one per core; use 1 on a busy machine)"
+    )
     run.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     run.add_argument("--tiny", action="store_true", help="a very small model on a few hundred examples")
     run.add_argument("--dry-run", action="store_true", help="--tiny, and write nothing")
@@ -151,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         parallel = distributed.setup(args)  # under torchrun: data-parallel (training/distributed.py)
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
