@@ -162,11 +162,14 @@ def main() -> None:
         help="take the default-corpus BiLSTM figures from this checkpoint, "
         "trained by `python -m training` with the defaults, instead of training again",
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
     parser.add_argument("--speed-batches", type=int, default=60, help="optimiser steps per speed round")
     parser.add_argument(
         "--skip-binary", action="store_true", help="skip the binary movie-sentence retraining check"
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = TrainConfig()
     if args.quick:
         config = replace(config, epochs=2, max_examples=5_000)
