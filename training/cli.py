@@ -33,6 +33,7 @@ HELP = {
     "patience": "stop after this many epochs without a better validation macro-F1",
     "schedule": "learning-rate schedule: onecycle or constant",
     "word_dropout": "probability of replacing a training token with [UNK]",
+    "label_smoothing": "label smoothing of the training loss (0: none)",
     "vocab_size": "maximum vocabulary size, [PAD] and [UNK] included",
     "min_frequency": "minimum count for a corpus word not known to GloVe",
     "max_length": "tokens kept per text; longer texts are truncated",

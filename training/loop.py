@@ -146,7 +146,9 @@ class Loop:
             ids, lengths, labels = collate(split, rows, cfg.word_dropout, self.rng)
             ids, labels = ids.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = nn.functional.cross_entropy(self.train_model(ids, lengths).float(), labels)
+                loss = nn.functional.cross_entropy(
+                    self.train_model(ids, lengths).float(), labels, label_smoothing=cfg.label_smoothing
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
