@@ -43,7 +43,7 @@ class TrainConfig:
     patience: int = 3  # epochs without a better validation macro-F1 before stopping
     schedule: str = "onecycle"  # or "constant"
     word_dropout: float = 0.2
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     vocab_size: int = 30_000
     min_frequency: int = 2
     max_length: int = 128
