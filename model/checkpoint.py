@@ -61,12 +61,10 @@ class Checkpoint:
         return self.model.config
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks (weights and data files can be large)."""
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -93,7 +91,7 @@ def save_checkpoint(
         _swap_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    checkpoint.version = _sha256(target / WEIGHTS)[:12]
+    checkpoint.version = file_sha256(target / WEIGHTS)[:12]
     return target
 
 
@@ -114,7 +112,7 @@ def _write_files(checkpoint: Checkpoint, directory: Path) -> None:
     )
     _write_json(directory / METRICS, checkpoint.metrics)
     manifest = {
-        name: {"bytes": (directory / name).stat().st_size, "sha256": _sha256(directory / name)}
+        name: {"bytes": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
         for name in FILES
     }
     _write_json(directory / MANIFEST, manifest)
@@ -166,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         training=meta.get("training", {}),
         metrics=_read_json(directory / METRICS),
         provenance=meta.get("provenance", {}),
-        version=_sha256(directory / WEIGHTS)[:12],
+        version=file_sha256(directory / WEIGHTS)[:12],
     )
 
 
@@ -195,7 +193,7 @@ def _verify_manifest(directory: Path) -> None:
             raise CheckpointError(
                 f"{file} is truncated or altered: {size} bytes, manifest says {expected.get('bytes')}"
             )
-        if _sha256(file) != expected.get("sha256"):
+        if file_sha256(file) != expected.get("sha256"):
             raise CheckpointError(f"{file} is corrupt: its SHA-256 does not match the manifest")
 
 

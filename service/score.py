@@ -13,7 +13,6 @@ file is written beside OUTPUT and renamed into place, so OUTPUT is either absent
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, file_sha256
 from model.predictor import Predictor
 from training.data import SUFFIXES, DataError, read_table
 
@@ -63,7 +62,7 @@ def score_file(
     columns = _columns(predictor.labels, prefix, frame.columns)
     partial = output.with_name(output.name + ".partial")
     marker = {
-        "input_sha256": _sha256(source),
+        "input_sha256": file_sha256(source),
         "text_column": text_column,
         "chunk_size": chunk_size,
         "model_version": predictor.checkpoint.version,
@@ -166,11 +165,6 @@ def _atomic(path: Path, write: Any) -> None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import subprocess
@@ -15,7 +14,7 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import DEFAULT_CHECKPOINT
+from model.checkpoint import DEFAULT_CHECKPOINT, file_sha256
 from training import distributed
 from training.corpus import CROWDFLOWER, PROJECT_ROOT
 from training.data import DataError, Dataset, load_dataset, load_default_corpus
@@ -97,10 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def code_version() -> str:
     try:
         out = subprocess.run(
@@ -123,15 +118,15 @@ def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Datase
         data = load_default_corpus()
         path = Path(data.source)
         source = json.loads((path.parent / "SOURCE.json").read_text())
-        provenance = {"data": {"path": CROWDFLOWER.requirement, "sha256": sha256(path), **source}}
+        provenance = {"data": {"path": CROWDFLOWER.requirement, "sha256": file_sha256(path), **source}}
     else:
         data = load(args.data)
-        provenance = {"data": {"path": str(args.data), "sha256": sha256(args.data)}}
+        provenance = {"data": {"path": str(args.data), "sha256": file_sha256(args.data)}}
     val = load(args.val) if args.val else None
     test = load(args.test) if args.test else None
     for name, d in (("val", val), ("test", test)):
         if d is not None:
-            provenance[name] = {"path": d.source, "sha256": sha256(Path(d.source))}
+            provenance[name] = {"path": d.source, "sha256": file_sha256(Path(d.source))}
     return data, val, test, provenance
 
 

