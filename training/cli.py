@@ -33,6 +33,7 @@ HELP = {
     "schedule": "learning-rate schedule: onecycle or constant",
     "word_dropout": "probability of replacing a training token with [UNK]",
     "label_smoothing": "label smoothing of the training loss (0: none)",
+    "ema_decay": "keep a moving average of the weights with this per-step decay (0: off)",
     "vocab_size": "maximum vocabulary size, [PAD] and [UNK] included",
     "min_frequency": "minimum count for a corpus word not known to GloVe",
     "max_length": "tokens kept per text; longer texts are truncated",

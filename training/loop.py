@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from model.network import SentimentClassifier
@@ -79,10 +80,17 @@ class Loop:
             if config.schedule == "onecycle"
             else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
         )
+        # An exponential moving average of the weights, validated and kept instead of the raw weights:
+        # it smooths out the last steps' noise, which matters most on small data.
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+            if config.ema_decay
+            else None
+        )
         self.rng = np.random.default_rng(config.seed)
         self.history: list[dict[str, Any]] = []
         self.epoch, self.best_epoch, self.best_f1, self.bad_epochs = 0, 0, -1.0, 0
-        self.best_state = copy.deepcopy(model.state_dict())
+        self.best_state = copy.deepcopy(self.evaluated.state_dict())
         self.seconds, self.tokens = 0.0, 0
         if state is not None:
             state.restore(self)
@@ -92,6 +100,11 @@ class Loop:
         # this rank's rows of each epoch's batches. A plain run trains ``model`` on every batch.
         self.train_model: nn.Module = model
         self.shard: Callable[[EncodedSplit, int, int], list[np.ndarray]] | None = None
+
+    @property
+    def evaluated(self) -> SentimentClassifier:
+        """The weights that are validated and kept: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
 
     @property
     def tokens_per_second(self) -> float:
@@ -105,7 +118,7 @@ class Loop:
             improved = report["macro_f1"] > self.best_f1
             if improved:
                 self.best_f1, self.best_epoch, self.bad_epochs = report["macro_f1"], self.epoch, 0
-                self.best_state = copy.deepcopy(self.model.state_dict())
+                self.best_state = copy.deepcopy(self.evaluated.state_dict())
             else:
                 self.bad_epochs += 1
             self.history.append(
@@ -154,6 +167,8 @@ class Loop:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             total_loss += loss.item() * len(rows)
             seen += len(rows)
             self.tokens += int(lengths.sum())
@@ -164,7 +179,7 @@ class Loop:
 
     def _validate(self) -> dict[str, Any]:
         split = self.data["val"]
-        logits = predict_logits(self.model, split, self.device)
+        logits = predict_logits(self.evaluated, split, self.device)
         loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.labels)))
         labels = [str(k) for k in range(logits.shape[1])]
         return {**classification_report(split.labels, softmax(logits), labels), "loss": loss}

@@ -58,6 +58,7 @@ class ResumeState:
             "tokenizer": tokenizer.to_json(),
             "model": loop.model.state_dict(),
             "best_state": loop.best_state,
+            "ema": loop.ema.state_dict() if loop.ema is not None else None,
             "optimizer": loop.optimizer.state_dict(),
             "scheduler": loop.scheduler.state_dict(),
             "rng": loop.rng.bit_generator.state,
@@ -84,6 +85,8 @@ class ResumeState:
         v = self.values
         loop.model.load_state_dict(v["model"])
         loop.optimizer.load_state_dict(v["optimizer"])
+        if loop.ema is not None:
+            loop.ema.load_state_dict(v["ema"])
         loop.scheduler.load_state_dict(v["scheduler"])
         loop.rng.bit_generator.state = v["rng"]
         torch.set_rng_state(v["torch_rng"])

@@ -44,6 +44,7 @@ class TrainConfig:
     schedule: str = "onecycle"  # or "constant"
     word_dropout: float = 0.2
     label_smoothing: float = 0.1
+    ema_decay: float = 0.0  # per-step decay of a moving average of the weights; 0 turns it off
     vocab_size: int = 30_000
     min_frequency: int = 2
     max_length: int = 128
@@ -65,6 +66,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.glove and self.embedding_dim != 50:
             raise ValueError("GloVe vectors are 50-dimensional: use embedding_dim=50 or glove=False")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be at least 0 (off) and below 1")
         if not 0 < self.val_fraction + self.test_fraction < 1:
             raise ValueError("val_fraction + test_fraction must be between 0 and 1")
 

@@ -1,0 +1,86 @@
+"""The epoch loop: which weights it keeps, and what a resumed run gets back."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.tokenizer import TextTokenizer
+from tests.conftest import CORPUS
+from training.batches import encode_split
+from training.loop import Loop
+from training.resume import ResumeState
+from training.train import TINY, TrainConfig, build_model
+
+CONFIG = replace(TrainConfig(), **{**TINY, "glove": False, "epochs": 1, "batch_size": 2})
+
+
+def make_loop(config: TrainConfig) -> Loop:
+    torch.manual_seed(0)
+    tokenizer = TextTokenizer.train(CORPUS, max_length=16, min_frequency=1)
+    split = encode_split(tokenizer, CORPUS, np.array([2, 2, 0, 0, 1, 1]))
+    model = build_model(config, tokenizer, 3, None)
+    return Loop(model, config, {"train": split, "val": split}, torch.device("cpu"), progress=False)
+
+
+def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_without_averaging_the_trained_weights_are_kept() -> None:
+    loop = make_loop(CONFIG)
+    loop.run(lambda _: None)
+    assert loop.ema is None
+    for name, tensor in params(loop.model).items():
+        assert torch.equal(loop.best_state[name], tensor), name
+
+
+def test_with_averaging_the_moving_average_is_validated_and_kept() -> None:
+    loop = make_loop(replace(CONFIG, ema_decay=0.5))
+    assert loop.ema is not None
+    seen: list[dict[str, torch.Tensor]] = []  # the trained weights after each optimiser step
+    update = loop.ema.update_parameters
+
+    def record(model: torch.nn.Module) -> None:
+        seen.append(params(model))
+        update(model)
+
+    loop.ema.update_parameters = record  # type: ignore[method-assign]
+    loop.run(lambda _: None)
+    assert len(seen) == 3  # 6 texts, batches of 2
+    assert all(torch.equal(seen[-1][n], t) for n, t in params(loop.model).items())
+    # The first update copies the weights, then each step moves the average halfway (decay 0.5).
+    for name in seen[0]:
+        expected = seen[0][name]
+        for later in seen[1:]:
+            expected = 0.5 * expected + 0.5 * later[name]
+        assert torch.allclose(loop.best_state[name], expected, atol=1e-6), name
+        assert torch.allclose(loop.evaluated.state_dict()[name], expected, atol=1e-6), name
+    assert any(not torch.equal(loop.best_state[n], seen[-1][n]) for n in seen[0])
+
+
+def test_a_resumed_loop_gets_its_moving_average_back(tmp_path: Path) -> None:
+    config = replace(CONFIG, ema_decay=0.9)
+    loop = make_loop(config)
+    loop.run(lambda _: None)
+    tokenizer = TextTokenizer.train(CORPUS, max_length=16, min_frequency=1)
+    ResumeState.save(tmp_path / "model", loop, tokenizer, "data")
+
+    state = ResumeState.load(tmp_path / "model", config, "data")
+    assert state is not None
+    again = make_loop(config)
+    state.restore(again)
+    assert again.ema is not None and loop.ema is not None
+    assert int(again.ema.n_averaged) == int(loop.ema.n_averaged) == 3
+    for name, tensor in params(loop.ema.module).items():
+        assert torch.equal(params(again.ema.module)[name], tensor), name
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_a_decay_outside_0_to_1_is_refused(decay: float) -> None:
+    with pytest.raises(ValueError, match="ema_decay"):
+        replace(CONFIG, ema_decay=decay)
