@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line")
     access_log: bool = Field(True, description="log one line per request (method, path, status, time)")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry spans and metrics, sent to the globally configured "
+        "providers (off: not even looked up per request)",
+    )
 
     @field_validator("checkpoint")
     @classmethod

@@ -62,6 +62,28 @@ def test_model_name_from_settings(settings: Settings) -> None:
         assert client.post("/predict", json={"texts": ["love"]}).json()["model"]["name"] == "sentiment-v2"
 
 
+@pytest.mark.parametrize("enabled", [False, True])
+def test_opentelemetry_providers_are_looked_up_only_when_enabled(
+    settings: Settings, enabled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import trace
+
+    lookups = 0
+    get_provider = trace.get_tracer_provider
+
+    def counting() -> trace.TracerProvider:
+        nonlocal lookups
+        lookups += 1
+        return get_provider()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counting)
+    with TestClient(create_app(settings.model_copy(update={"opentelemetry": enabled}))) as client:
+        lookups = 0
+        for _ in range(3):
+            assert client.post("/predict", json={"texts": ["love"]}).status_code == 200
+    assert (lookups >= 3) if enabled else (lookups == 0)
+
+
 def test_truncated_texts_are_flagged(client: TestClient) -> None:
     response = client.post("/predict", json={"texts": ["great " * 40, "great"]})
     assert [p["truncated"] for p in response.json()["predictions"]] == [True, False]
