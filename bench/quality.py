@@ -1,14 +1,15 @@
 """Model quality and training speed, side by side in one run, on the default corpus's fixed split.
 
-    python -m bench.quality                                   # everything (~15 min on 2 idle cores)
+    python -m bench.quality --threads 1                       # everything (~25 min on 2 cores)
     python -m bench.quality --checkpoint checkpoints/default  # reuse the shipped model's training run
     python -m bench.quality --quick                           # 2 epochs on a sample: checks the script
 
 Prints, for the default corpus, a table of the TF-IDF (word 1-2-grams + character 2-5-grams) +
 logistic-regression baseline and our BiLSTM with the training CLI's defaults; then the training-speed
 ratio of our pipeline to a plain reference loop (every batch padded to a fixed length by Python, no
-bucketing, no packing), same model, side by side; then the same two models retrained on a binary
-movie-sentence corpus (a user's data), on several seeded splits, with the mean difference.
+bucketing, no packing), same model, side by side. Out of domain, the two tweet models score binary
+movie-review sentences unchanged (nothing about movies was seen); then both are retrained on those
+sentences (a user's data), on several seeded splits, with the mean difference.
 Needs the bench extra: pip install -e '.[bench]'.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from torch import nn
 from bench import movie_snippets
 from model.checkpoint import load_checkpoint
 from model.network import SentimentClassifier
+from model.predictor import Predictor
 from model.tokenizer import PAD_ID
 from training.batches import EncodedSplit, bucketed_batches, collate, encode_split
 from training.data import Dataset, load_dataset, load_default_corpus
@@ -42,7 +44,11 @@ except ImportError as exc:  # pragma: no cover - a message, not a traceback
     raise SystemExit("bench.quality needs scikit-learn: pip install -e '.[bench]'") from exc
 
 
-def tfidf_baseline(splits: Splits) -> dict:
+# Class probabilities of a trained model for some texts, columns in the order of its label names.
+Scorer = Callable[[list[str]], tuple[np.ndarray, list[str]]]
+
+
+def tfidf_baseline(splits: Splits) -> tuple[dict, Scorer]:
     """The linear baseline people try first; C=2 was the best of 1/2/4/8 on the validation split."""
     features = make_union(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
@@ -52,25 +58,44 @@ def tfidf_baseline(splits: Splits) -> dict:
     start = time.perf_counter()
     pipeline.fit(splits.train.texts, splits.train.labels)
     seconds = time.perf_counter() - start
+    classes = [str(c) for c in pipeline.classes_]
     probs = pipeline.predict_proba(splits.test.texts)
-    classes = list(pipeline.classes_)
     truth = np.array([classes.index(label) for label in splits.test.labels])
-    return {**classification_report(truth, probs, classes), "seconds": seconds, "tokens_per_second": None}
+    report = {**classification_report(truth, probs, classes), "seconds": seconds, "tokens_per_second": None}
+    return report, lambda texts: (pipeline.predict_proba(texts), classes)
 
 
-def bilstm(data: Dataset, config: TrainConfig, checkpoint: Path | None = None) -> dict:
+def bilstm(data: Dataset, config: TrainConfig, checkpoint: Path | None = None) -> tuple[dict, Scorer]:
     """Train with ``config`` on ``data``, or take the test report of a checkpoint trained that way."""
     if checkpoint is not None:
-        m = load_checkpoint(checkpoint).metrics
+        trained = load_checkpoint(checkpoint)
         print(f"  BiLSTM figures from {checkpoint} (trained by `python -m training` with these defaults)")
     else:
-        m = train(data, config, None, progress=False).checkpoint.metrics
-    return {
+        trained = train(data, config, None, progress=False).checkpoint
+    m = trained.metrics
+    report = {
         **m["test"],
         "ece_uncalibrated": m["test_uncalibrated_ece"],
         "seconds": m["train_seconds"],
         "tokens_per_second": m["train_tokens_per_second"],
     }
+    predictor = Predictor(trained, batch_size=256)
+    return report, lambda texts: (predictor.predict_proba(texts)[0], predictor.labels)
+
+
+def out_of_domain(scorers: dict[str, Scorer], data: Dataset) -> None:
+    """Models trained on the tweets, scored unchanged on binary movie sentences: positive when
+    P(positive) > P(negative). Nothing about movies was seen, so this rewards what generalises."""
+    print(
+        f"\nOut of domain: the default-corpus models above, not retrained, on {len(data):,} binary "
+        "movie-review sentences (positive when P(positive) > P(negative))\n"
+    )
+    print("| model | accuracy |\n|---|---|")
+    truth = np.array([label == "positive" for label in data.labels])
+    for name, score in scorers.items():
+        probs, labels = score(data.texts)
+        positive = probs[:, labels.index("positive")] > probs[:, labels.index("negative")]
+        print(f"| {name} | {(positive == truth).mean():.4f} |", flush=True)
 
 
 def plain_forward(model: SentimentClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -137,24 +162,25 @@ def training_speed(splits: Splits, config: TrainConfig, batches: int, rounds: in
 
 def compare(
     title: str, data: Dataset, config: TrainConfig, checkpoint: Path | None = None
-) -> dict[str, dict]:
-    """Baseline and BiLSTM on the same seeded split of ``data``."""
+) -> tuple[dict[str, dict], dict[str, Scorer]]:
+    """Baseline and BiLSTM on the same seeded split of ``data``: test reports, and the models."""
     splits = make_splits(data, config)
     print(
         f"{title}: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test "
         f"(seed {config.seed})",
         flush=True,
     )
-    rows = {"TF-IDF + LR": tfidf_baseline(splits), "BiLSTM (defaults)": bilstm(data, config, checkpoint)}
+    runs = {"TF-IDF + LR": tfidf_baseline(splits), "BiLSTM (defaults)": bilstm(data, config, checkpoint)}
+    rows = {name: report for name, (report, _) in runs.items()}
     print_table(title, rows)
-    return rows
+    return rows, {name: scorer for name, (_, scorer) in runs.items()}
 
 
 def compare_splits(title: str, data: Dataset, config: TrainConfig, count: int) -> None:
     """Baseline and BiLSTM on ``count`` seeded splits (seeds ``config.seed``, ``+1``, ...): on a
     small corpus one test split's sampling error (~1.3 points at 1,000 rows) hides the difference."""
     runs = [
-        compare(f"{title}, split {k + 1} of {count}", data, replace(config, seed=config.seed + k))
+        compare(f"{title}, split {k + 1} of {count}", data, replace(config, seed=config.seed + k))[0]
         for k in range(count)
     ]
     names = list(runs[0])
@@ -166,6 +192,7 @@ def compare_splits(title: str, data: Dataset, config: TrainConfig, count: int) -
         seconds = np.mean([run[name]["seconds"] for run in runs])
         print(f"| {name} | {' | '.join(cells)} | {seconds:.1f} |")
     base, ours = names
+    print()
     for key in ("accuracy", "macro_f1"):
         gaps = 100 * np.array([run[ours][key] - run[base][key] for run in runs])
         error = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else float("nan")
@@ -211,7 +238,9 @@ def main() -> None:
         parser.error(f"{args.checkpoint} was not trained with the default training config")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     data = load_default_corpus()
-    compare("Default corpus (CrowdFlower tweets, 3 classes)", data, config, args.checkpoint)
+    _, scorers = compare("Default corpus (CrowdFlower tweets, 3 classes)", data, config, args.checkpoint)
+    movie = load_dataset(movie_snippets.fetch(), "text", "label")
+    out_of_domain(scorers, movie)
     ours, reference = training_speed(make_splits(data, config), config, args.speed_batches)
     print(
         f"\ntraining speed, same model, alternating rounds: our pipeline {ours:,.0f} tokens/s, "
@@ -220,7 +249,6 @@ def main() -> None:
         flush=True,
     )
     if not args.skip_binary:
-        movie = load_dataset(movie_snippets.fetch(), "text", "label")
         title = "Retraining on binary movie-review sentences (vaderSentiment snippets)"
         compare_splits(title, movie, config, 2 if args.quick else args.binary_splits)
 
