@@ -1,6 +1,6 @@
 """Model quality and training speed, side by side in one run, on the default corpus's fixed split.
 
-    python -m bench.quality --threads 1                       # everything (~25 min on 2 cores)
+    python -m bench.quality --threads 1                       # everything (~15 min on 2 cores)
     python -m bench.quality --checkpoint checkpoints/default  # reuse the shipped model's training run
     python -m bench.quality --quick                           # 2 epochs on a sample: checks the script
 
