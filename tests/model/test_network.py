@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from model.config import ModelConfig
 from model.network import SentimentClassifier
@@ -53,6 +54,28 @@ def test_padding_and_batch_mates_do_not_change_a_rows_logits(
         in_batch = model(*padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]]))[2]
     assert torch.allclose(alone, extra_padding, atol=1e-6)
     assert torch.allclose(alone, in_batch, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "max_mean"])
+def test_pooling_the_packed_states_matches_pooling_each_text_alone(pooling: str) -> None:
+    """Pooling reads the packed rows directly; the reference pools each text's own states."""
+    model = classifier(pooling)
+    rows = [OTHERS[1], SENTENCE, OTHERS[0], OTHERS[2], SENTENCE[:3]]  # unsorted, a repeated length
+    ids, lengths = padded(rows)
+    x = model.embedding(ids)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, (h_n, _) = model.lstm(packed)
+    pooled = model._pool(out, lengths, h_n)
+    states, _ = pad_packed_sequence(out, batch_first=True)
+    parts = {"max": lambda own: [own.amax(0)], "mean": lambda own: [own.mean(0)]}
+    parts["max_mean"] = lambda own: [own.amax(0), own.mean(0)]
+    reference = torch.stack(
+        [torch.cat(parts[pooling](states[k, :n])) for k, n in enumerate(lengths.tolist())]
+    )
+    assert torch.allclose(pooled, reference, atol=1e-6)
+    # The same gradients, through the max's arg-max and the mean's division.
+    grads = [torch.autograd.grad(p.square().sum(), x, retain_graph=True)[0] for p in (pooled, reference)]
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
