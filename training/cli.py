@@ -24,12 +24,15 @@ from training.train import TrainConfig, tiny, train
 
 HELP = {
     "seed": "random seed for splits, initialisation and batching",
-    "epochs": "maximum number of epochs",
+    "epochs": "number of epochs (fewer only with --patience)",
     "batch_size": "training batch size",
     "lr": "peak learning rate (AdamW)",
     "weight_decay": "AdamW decoupled weight decay",
     "clip_norm": "gradient-norm clipping threshold",
-    "patience": "stop after this many epochs without a better validation macro-F1",
+    "patience": (
+        "stop after this many epochs without a better validation macro-F1 (0: never stop early; "
+        "the best epoch is kept either way)"
+    ),
     "schedule": "learning-rate schedule: onecycle or constant",
     "word_dropout": "probability of replacing a training token with [UNK]",
     "label_smoothing": "label smoothing of the training loss (0: none)",

@@ -115,7 +115,8 @@ class Loop:
         return self.tokens / self.seconds if self.seconds else 0.0
 
     def run(self, on_epoch: Callable[[Loop], Any]) -> None:
-        while self.epoch < self.config.epochs and self.bad_epochs < self.config.patience:
+        patience = self.config.patience or self.config.epochs  # 0: never stop early
+        while self.epoch < self.config.epochs and self.bad_epochs < patience:
             self.epoch += 1
             loss = self._train_epoch()
             report = self._validate()

@@ -84,3 +84,19 @@ def test_a_resumed_loop_gets_its_moving_average_back(tmp_path: Path) -> None:
 def test_a_decay_outside_0_to_1_is_refused(decay: float) -> None:
     with pytest.raises(ValueError, match="ema_decay"):
         replace(CONFIG, ema_decay=decay)
+
+
+@pytest.mark.parametrize(("patience", "epochs_run", "best"), [(0, 4, 4), (1, 2, 1), (2, 3, 1), (3, 4, 4)])
+def test_patience_stops_after_epochs_without_improvement_and_0_never(
+    patience: int, epochs_run: int, best: int
+) -> None:
+    loop = make_loop(replace(CONFIG, epochs=4, patience=patience))
+    scores = iter([0.5, 0.4, 0.3, 0.7])  # validation macro-F1: best, worse, worse, best
+    loop._validate = lambda: {"loss": 1.0, "accuracy": 0.5, "macro_f1": next(scores)}  # type: ignore[method-assign]
+    loop.run(lambda _: None)
+    assert (loop.epoch, loop.best_epoch) == (epochs_run, best)
+
+
+def test_a_negative_patience_is_refused() -> None:
+    with pytest.raises(ValueError, match="patience"):
+        replace(CONFIG, patience=-1)
