@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.serve                      # about 3 minutes (8 s per cell, 60 s soak)
     .venv/bin/python -m bench.serve --duration 4 --soak 0   # a quick look, under a minute
     .venv/bin/python -m bench.serve --quantization          # fp32 vs int8: test-split accuracy, speed
+    .venv/bin/python -m bench.serve --against SENTIMENT_TORCHSCRIPT=false   # one setting, paired
 
 1. Model-only limit: ``Predictor.predict`` texts/s at each batch size (no HTTP), best one kept.
 2. Two real uvicorn processes (``python -m service``) on 127.0.0.1, one with ``SENTIMENT_BATCHING``
@@ -17,11 +18,15 @@
 Needs ``wrk`` (Debian/Ubuntu: ``sudo apt-get install -y wrk``). Both servers get the same settings
 from the environment (``SENTIMENT_TORCH_THREADS``, ``SENTIMENT_WORKERS``, ...), plus log level
 warning so that no log line is written per request.
+
+``--against NAME=VALUE`` measures one setting instead: two batching services, the defaults and one
+with that variable changed, in alternating rounds at one concurrency (``--rounds``, ``--duration``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -262,6 +267,45 @@ def soak(server: Server, seconds: float, files: Path) -> tuple[float, float, Cel
     return start, server.rss_mib(), cell
 
 
+@contextmanager
+def load_files(texts: list[str]) -> Iterator[Path]:
+    """wrk's Lua script and one request body per line, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        files = Path(tmp)
+        (files / "load.lua").write_text(LUA)
+        lines = (json.dumps({"texts": [t]}) for t in texts[:5000])
+        (files / "bodies.jsonl").write_text("\n".join(lines) + "\n")
+        yield files
+
+
+def against(change: str, texts: list[str], concurrencies: list[int], args: argparse.Namespace) -> int:
+    """The batching service with its defaults and with ``NAME=VALUE``, in alternating rounds."""
+    name, _, value = change.partition("=")
+    if not name or not value:
+        print(f"--against wants NAME=VALUE, got {change!r}", file=sys.stderr)
+        return 2
+    print(f"machine: {machine()}\n{args.rounds} rounds of {args.duration:.0f} s per concurrency", flush=True)
+    cells: list[Cell] = []
+    with (
+        load_files(texts) as files,
+        serve("defaults", True, files / "a.log") as base,
+        serve(change, True, files / "b.log", {name: value}) as other,
+    ):
+        for server in (base, other):
+            wrk(server, 16, 3, files)  # warm-up
+        for concurrency, k in itertools.product(concurrencies, range(args.rounds)):
+            for server in (base, other) if k % 2 == 0 else (other, base):
+                cells.append(measure(server, concurrency, args.duration, files))
+                print(table(cells[-1:]).splitlines()[-1], flush=True)
+    for concurrency in concurrencies:
+        for server_name in ("defaults", change):
+            got = [c for c in cells if c.mode == server_name and c.concurrency == concurrency]
+            rps = ", ".join(f"{c.rps:,.0f}" for c in got)
+            p99 = ", ".join(f"{c.p99_ms:.1f}" for c in got)
+            print(f"c={concurrency} {server_name}: requests/s {rps}; p99 ms {p99}")
+    return 0
+
+
 def table(cells: list[Cell]) -> str:
     lines = [
         "| batching | concurrency | requests/s | p50 ms | p95 ms | p99 ms | mean batch | errors |",
@@ -310,12 +354,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=float, default=8, help="seconds of load per cell")
     parser.add_argument(
-        "--concurrency", default="1,16,64,256", help="comma-separated numbers of open connections"
+        "--concurrency",
+        help="comma-separated numbers of open connections (default 1,16,64,256; with --against, 64)",
     )
     parser.add_argument("--soak", type=float, default=60, help="seconds at concurrency 256 (0: skip)")
     parser.add_argument("--model-seconds", type=float, default=1.5, help="seconds per model-only size")
     parser.add_argument("--json", type=Path, help="also write every figure here as JSON")
     parser.add_argument("--seed", type=int, default=0, help="order of the corpus sentences")
+    parser.add_argument(
+        "--against",
+        metavar="NAME=VALUE",
+        help="only compare the batching service with one environment variable changed, paired, then exit",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="--against: alternating rounds")
     parser.add_argument(
         "--quantization",
         action="store_true",
@@ -332,9 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("bench.serve needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu)", file=sys.stderr)
         return 2
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    default = "64" if args.against else "1,16,64,256"
+    concurrencies = [int(c) for c in (args.concurrency or default).split(",")]
     texts = list(load_default_corpus().texts)
     random.Random(args.seed).shuffle(texts)
+    if args.against:
+        return against(args.against, texts, concurrencies, args)
     threads = (
         int(os.environ["SENTIMENT_TORCH_THREADS"]) if os.environ.get("SENTIMENT_TORCH_THREADS") else None
     )
@@ -346,24 +400,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model-only limit: {rates[best]:,.0f} texts/s at batch size {best}", flush=True)
 
     cells: list[Cell] = []
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        files = Path(tmp)
-        (files / "load.lua").write_text(LUA)
-        lines = (json.dumps({"texts": [t]}) for t in texts[:5000])
-        (files / "bodies.jsonl").write_text("\n".join(lines) + "\n")
-        with (
-            serve("on", True, files / "on.log") as on,
-            serve("off", False, files / "off.log") as off,
-        ):
-            rss_start = {s.name: s.rss_mib() for s in (on, off)}
+    with (
+        load_files(texts) as files,
+        serve("on", True, files / "on.log") as on,
+        serve("off", False, files / "off.log") as off,
+    ):
+        rss_start = {s.name: s.rss_mib() for s in (on, off)}
+        for server in (on, off):
+            wrk(server, 16, 3, files)  # warm-up
+        for concurrency in concurrencies:
             for server in (on, off):
-                wrk(server, 16, 3, files)  # warm-up
-            for concurrency in concurrencies:
-                for server in (on, off):
-                    cells.append(measure(server, concurrency, args.duration, files))
-                    print(table(cells[-1:]).splitlines()[-1], flush=True)
-            rss_end = {s.name: s.rss_mib() for s in (on, off)}
-            soaked = soak(on, args.soak, files) if args.soak else None
+                cells.append(measure(server, concurrency, args.duration, files))
+                print(table(cells[-1:]).splitlines()[-1], flush=True)
+        rss_end = {s.name: s.rss_mib() for s in (on, off)}
+        soaked = soak(on, args.soak, files) if args.soak else None
 
     print(f"\nmachine: {machine()}")
     print(f"model-only limit: {rates[best]:,.0f} texts/s (batch size {best})\n")

@@ -10,11 +10,17 @@ from model.config import ModelConfig
 
 
 class SentimentClassifier(nn.Module):
-    """Text classifier; ``forward(ids, lengths)`` returns unnormalised logits (B, num_labels)."""
+    """Text classifier; ``forward(ids, lengths)`` returns unnormalised logits (B, num_labels).
+
+    ``forward`` is TorchScript-compatible (``torch.jit.script``), so the predictor can run it as one
+    call that holds the GIL only at its start and end (see ``model.predictor.script``).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.pooling = config.pooling
+        self.directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, config.pad_id)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.lstm = nn.LSTM(
@@ -44,25 +50,25 @@ class SentimentClassifier(nn.Module):
         Padding the states to (B, T, 2H) and masking them twice took 1.2 ms of a 5.6 ms batch of 32
         tweets on one CPU thread; pooling the packed rows takes 0.1 ms.
         """
-        pooling = self.config.pooling
+        pooling = self.pooling
         if pooling == "last":
             # Final forward state and (if bidirectional) final backward state of the top layer.
-            directions = 2 if self.config.bidirectional else 1
-            return torch.cat(list(h_n[-directions:]), dim=-1)  # (B, 2H)
+            last = h_n[-self.directions :]  # (D, B, H)
+            return last.transpose(0, 1).reshape(last.shape[1], -1)  # (B, D*H), forward first
         states, batch_sizes = out.data, out.batch_sizes  # (sum of lengths, 2H); texts per time step
         order, unorder = out.sorted_indices, out.unsorted_indices  # set: packed with enforce_sorted=False
         assert order is not None and unorder is not None
         # Time-major rows: step t holds the first batch_sizes[t] texts (longest first), so a row's
         # text is its offset within its step.
         starts = batch_sizes.cumsum(0) - batch_sizes
-        text = (torch.arange(len(states)) - starts.repeat_interleave(batch_sizes)).to(states.device)
-        shape = (int(batch_sizes[0]), states.shape[1])
-        pooled = []
+        text = (torch.arange(states.shape[0]) - starts.repeat_interleave(batch_sizes)).to(states.device)
+        shape = [int(batch_sizes[0]), states.shape[1]]
+        pooled: list[torch.Tensor] = []
         if pooling in ("max", "max_mean"):
-            index = text[:, None].expand_as(states)
+            index = text.unsqueeze(1).expand_as(states)
             pooled.append(states.new_full(shape, float("-inf")).scatter_reduce_(0, index, states, "amax"))
         if pooling in ("mean", "max_mean"):
             sorted_lengths = lengths[order].to(states.dtype)
-            pooled.append(states.new_zeros(shape).index_add_(0, text, states) / sorted_lengths[:, None])
+            pooled.append(states.new_zeros(shape).index_add_(0, text, states) / sorted_lengths.unsqueeze(1))
         together = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=-1)  # (B, 2H or 4H)
         return together.index_select(0, unorder)  # back to the input order

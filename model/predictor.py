@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.explain import Explanation, explain
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -59,19 +61,30 @@ class Prediction:
 
 
 class Predictor:
-    """Batched inference over a loaded checkpoint, in ``torch.inference_mode``."""
+    """Batched inference over a loaded checkpoint, in ``torch.inference_mode``.
+
+    ``torchscript`` (default on) runs the network as one TorchScript call; see ``script``.
+    """
 
     def __init__(
-        self, checkpoint: Checkpoint, device: str | None = None, batch_size: int = 64, quantize: bool = False
+        self,
+        checkpoint: Checkpoint,
+        device: str | None = None,
+        batch_size: int = 64,
+        quantize: bool = False,
+        torchscript: bool = True,
     ) -> None:
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.labels = checkpoint.labels
-        self.model = checkpoint.model.to(self.device).eval()
+        self.model: torch.nn.Module = checkpoint.model.to(self.device).eval()
         self.quantized = quantize and self.device.type == "cpu"
         if self.quantized:
             self.model = quantize_int8(self.model)
+        self.scripted = False
+        if torchscript:
+            self.model, self.scripted = script(self.model)
 
     @classmethod
     def from_checkpoint(
@@ -80,8 +93,10 @@ class Predictor:
         device: str | None = None,
         batch_size: int = 64,
         quantize: bool = False,
+        torchscript: bool = True,
     ) -> Predictor:
-        return cls(load_checkpoint(path), device=device, batch_size=batch_size, quantize=quantize)
+        checkpoint = load_checkpoint(path)
+        return cls(checkpoint, device, batch_size, quantize=quantize, torchscript=torchscript)
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """Probabilities (N, L) in input order, and whether each text was truncated."""
@@ -135,3 +150,22 @@ def quantize_int8(model: ModuleT) -> ModuleT:
             model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8
         )
     return cast(ModuleT, quantized)  # a copy of the same class, its LSTM and Linear swapped
+
+
+def script(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
+    """``model`` compiled by TorchScript for inference, or ``model`` itself if it cannot be; and which.
+
+    Every torch operation called from Python releases the GIL while it runs and takes it back after,
+    so in eager mode the ~30 operations of a forward pass each wait for a busy event loop to hand the
+    GIL back. A TorchScript call takes it once at its start and once at its end (README, "Serving
+    performance"). TorchScript is deprecated in favour of ``torch.compile``/``torch.export``, which
+    need a C++ compiler at run time or an ahead-of-time build; should a future torch drop it, the
+    predictor falls back to eager mode with a warning.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(model), True
+    except Exception as exc:  # an unsupported torch or module: eager mode still gives the same answers
+        log.warning("TorchScript unavailable (%r); running the model in eager mode", exc)
+        return model, False

@@ -55,6 +55,7 @@ def build_predictor(path: Path, settings: Settings) -> Predictor:
             device=settings.device,
             batch_size=settings.max_batch_size,
             quantize=settings.quantize,
+            torchscript=settings.torchscript,
         )
         results = predictor.predict(PROBE)
     except (ValueError, OSError, RuntimeError) as exc:  # CheckpointError is a ValueError

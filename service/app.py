@@ -37,6 +37,7 @@ def load_engine(settings: Settings, on_batch: Callable[[int, float], None] | Non
         device=settings.device,
         batch_size=settings.max_batch_size,
         quantize=settings.quantize,
+        torchscript=settings.torchscript,
     )
     if settings.batching:
         return Batcher(

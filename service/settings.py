@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     quantize: bool = Field(
         False, description="int8 dynamic quantisation of the LSTM and linear layers (CPU only)"
     )
+    torchscript: bool = Field(
+        True,
+        description="run the model as one TorchScript call, which holds the GIL only at its start and end "
+        "(false: eager PyTorch)",
+    )
     gil_switch_ms: float = Field(
         1.0, gt=0, le=100, description="Python's GIL switch interval (its default is 5 ms)"
     )

@@ -60,8 +60,15 @@ def predictor(tiny_checkpoint: Path) -> Predictor:
 
 @pytest.fixture
 def settings(tiny_checkpoint: Path) -> Settings:
-    """Service settings for the tiny checkpoint, isolated from the environment and any .env file."""
-    return Settings(_env_file=None, checkpoint=tiny_checkpoint, device="cpu", torch_threads=1)  # type: ignore[call-arg]
+    """Service settings for the tiny checkpoint, isolated from the environment and any .env file.
+
+    Eager PyTorch: compiling TorchScript takes ~0.2 s per model, and these tests start ~100 apps.
+    tests/model checks that the scripted model answers as the eager one, and
+    tests/service/test_app.py serves both.
+    """
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, checkpoint=tiny_checkpoint, device="cpu", torch_threads=1, torchscript=False
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -54,6 +56,22 @@ def test_padding_and_batch_mates_do_not_change_a_rows_logits(
         in_batch = model(*padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]]))[2]
     assert torch.allclose(alone, extra_padding, atol=1e-6)
     assert torch.allclose(alone, in_batch, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pooling", "num_layers", "bidirectional"),
+    [*((p, 2, True) for p in POOLINGS), ("max_mean", 1, False), ("last", 1, False)],
+)
+def test_torchscript_compiles_forward_to_the_same_logits(
+    pooling: str, num_layers: int, bidirectional: bool
+) -> None:
+    model = classifier(pooling, num_layers=num_layers, bidirectional=bidirectional)
+    with warnings.catch_warnings():  # torch.jit is deprecated, still supported
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(model)
+    batch = padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(*batch), model(*batch), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean", "max_mean"])

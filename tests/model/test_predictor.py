@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from model import predictor as predictor_module
 from model.predictor import Prediction, Predictor, resolve_device
 from tests.conftest import CORPUS, LABELS, tiny_checkpoint_object
 
@@ -49,6 +50,34 @@ def test_results_do_not_depend_on_batch_size(local: Predictor, batch_size: int) 
     other = Predictor(local.checkpoint, device="cpu", batch_size=batch_size)
     got, _ = other.predict_proba(TEXTS)
     np.testing.assert_allclose(got, reference, atol=1e-6)
+
+
+def test_torchscript_and_eager_give_the_same_probabilities(local: Predictor) -> None:
+    eager = Predictor(local.checkpoint, device="cpu", batch_size=3, torchscript=False)
+    assert local.scripted and isinstance(local.model, torch.jit.ScriptModule)
+    assert not eager.scripted and not isinstance(eager.model, torch.jit.ScriptModule)
+    np.testing.assert_allclose(local.predict_proba(TEXTS)[0], eager.predict_proba(TEXTS)[0], atol=1e-6)
+
+
+def test_without_torchscript_the_model_runs_eagerly_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unsupported(module: torch.nn.Module) -> None:
+        raise RuntimeError("TorchScript is not supported by this torch")
+
+    monkeypatch.setattr(predictor_module.torch.jit, "script", unsupported)
+    fallback = Predictor(tiny_checkpoint_object(seed=5), device="cpu")
+    assert not fallback.scripted
+    assert "eager mode" in caplog.text and "not supported by this torch" in caplog.text
+    assert [p.label for p in fallback.predict(TEXTS)]
+
+
+def test_int8_quantisation_runs_scripted_and_stays_close(local: Predictor) -> None:
+    quantized = Predictor(local.checkpoint, device="cpu", quantize=True)
+    assert quantized.quantized and quantized.scripted
+    got, reference = quantized.predict_proba(TEXTS)[0], local.predict_proba(TEXTS)[0]
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got, reference, atol=0.05)  # int8 weights: close, not equal
 
 
 def test_from_checkpoint_matches_the_saved_model(predictor: Predictor) -> None:

@@ -33,10 +33,15 @@ def message(response) -> str:  # type: ignore[no-untyped-def]
     return body.get("message") or body["detail"]
 
 
+@pytest.mark.parametrize("torchscript", [True, False])
 @pytest.mark.parametrize("batching", [True, False])
-def test_predict_answers_in_input_order(settings: Settings, predictor: Predictor, batching: bool) -> None:
-    with TestClient(create_app(settings.model_copy(update={"batching": batching}))) as client:
+def test_predict_answers_in_input_order(
+    settings: Settings, predictor: Predictor, batching: bool, torchscript: bool
+) -> None:
+    app = create_app(settings.model_copy(update={"batching": batching, "torchscript": torchscript}))
+    with TestClient(app) as client:
         response = client.post("/predict", json={"texts": TEXTS})
+        assert app.state.served.predictor.scripted is torchscript
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     expected = predictor.predict(TEXTS)
