@@ -82,9 +82,13 @@ class Predictor:
         self.quantized = quantize and self.device.type == "cpu"
         if self.quantized:
             self.model = quantize_int8(self.model)
+        # Logits to calibrated probabilities in the same call: each torch op called from Python is one
+        # more wait for the GIL while the event loop holds it (see ``script``).
+        self._probabilities: torch.nn.Module = Probabilities(self.model, checkpoint.temperature)
         self.scripted = False
         if torchscript:
-            self.model, self.scripted = script(self.model)
+            self._probabilities, self.scripted = script(self._probabilities)
+            self.model = self._probabilities.model  # the scripted classifier (logits), for explain
 
     @classmethod
     def from_checkpoint(
@@ -115,13 +119,11 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         batch = self.checkpoint.tokenizer.encode(texts)
-        ids = batch.ids
-        if self.device.type == "cuda":  # page-locked memory lets the copy run asynchronously
-            ids = ids.pin_memory()
-        ids = ids.to(self.device, non_blocking=True)
-        logits = self.model(ids, batch.lengths)
-        probs = torch.softmax(logits.float() / self.checkpoint.temperature, dim=-1)
-        return probs.cpu().numpy(), batch.truncated
+        if self.device.type == "cpu":  # one call into torch
+            return self._probabilities(batch.ids, batch.lengths).numpy(), batch.truncated
+        # Page-locked memory lets the copy to the GPU run asynchronously.
+        ids = batch.ids.pin_memory().to(self.device, non_blocking=True)
+        return self._probabilities(ids, batch.lengths).cpu().numpy(), batch.truncated
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probabilities, truncated = self.predict_proba(texts)
@@ -142,6 +144,18 @@ class Predictor:
         return explain(self, texts)
 
 
+class Probabilities(torch.nn.Module):
+    """A classifier's logits (B, L) as probabilities, softened by its calibration temperature."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(ids, lengths).float() / self.temperature, dim=-1)
+
+
 def quantize_int8(model: ModuleT) -> ModuleT:
     """int8 dynamic quantisation of the LSTM and linear layers (CPU only; see README for accuracy)."""
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
@@ -155,12 +169,12 @@ def quantize_int8(model: ModuleT) -> ModuleT:
 def script(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
     """``model`` compiled by TorchScript for inference, or ``model`` itself if it cannot be; and which.
 
-    Every torch operation called from Python releases the GIL while it runs and takes it back after,
+    Most torch operations called from Python release the GIL while they run and take it back after,
     so in eager mode the ~30 operations of a forward pass each wait for a busy event loop to hand the
-    GIL back. A TorchScript call takes it once at its start and once at its end (README, "Serving
-    performance"). TorchScript is deprecated in favour of ``torch.compile``/``torch.export``, which
-    need a C++ compiler at run time or an ahead-of-time build; should a future torch drop it, the
-    predictor falls back to eager mode with a warning.
+    GIL back (up to a switch interval each). A TorchScript call takes it back once, at its end
+    (README, "Serving performance"). TorchScript is deprecated in favour of ``torch.compile`` and
+    ``torch.export``, which need a C++ compiler at run time or an ahead-of-time build; should a
+    future torch drop it, the predictor falls back to eager mode with a warning.
     """
     try:
         with warnings.catch_warnings():
