@@ -88,7 +88,8 @@ class Predictor:
         self.scripted = False
         if torchscript:
             self._probabilities, self.scripted = script(self._probabilities)
-            self.model = self._probabilities.model  # the scripted classifier (logits), for explain
+            # The scripted classifier (logits), for explain.
+            self.model = cast(torch.nn.Module, self._probabilities.model)
 
     @classmethod
     def from_checkpoint(
