@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.serve --duration 4 --soak 0   # a quick look, under a minute
     .venv/bin/python -m bench.serve --quantization          # fp32 vs int8: test-split accuracy, speed
     .venv/bin/python -m bench.serve --against SENTIMENT_TORCHSCRIPT=false   # one setting, paired
+    .venv/bin/python -m bench.serve --gil                   # the forward pass beside a GIL-holding thread
 
 1. Model-only limit: ``Predictor.predict`` texts/s at each batch size (no HTTP), best one kept.
 2. Two real uvicorn processes (``python -m service``) on 127.0.0.1, one with ``SENTIMENT_BATCHING``
@@ -35,9 +36,11 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -118,6 +121,53 @@ def quantization_check(seconds: float) -> None:
             f"| {'int8' if quantize else 'fp32'} | {report['accuracy']:.2%} | {report['macro_f1']:.4f} "
             f"| {speed[0]:,.0f} | {speed[1]:,.0f} |"
         )
+
+
+def gil_check(texts: list[str], rounds: int = 7) -> None:
+    """``Predictor.predict`` on 32 texts alone and beside a thread holding the GIL half the time.
+
+    The thread stands in for the event loop: Python in 0.2 ms bursts, then 0.2 ms with the GIL free.
+    Every time the forward pass takes the GIL back from it, it waits up to a switch interval. Eager
+    and scripted predictors alternate, alone then beside, for ``rounds`` rounds; medians printed.
+    """
+    configure_threads(1)
+    sys.setswitchinterval(0.001)  # the service's default, SENTIMENT_GIL_SWITCH_MS
+    batches = [texts[i : i + 32] for i in range(0, 32 * 30, 32)]
+    predictors = {
+        name: Predictor.from_checkpoint(DEFAULT_CHECKPOINT, device="cpu", torchscript=torchscript)
+        for name, torchscript in (("eager PyTorch", False), ("TorchScript, one call (default)", True))
+    }
+    holding = threading.Event()
+
+    def hold_the_gil() -> None:
+        while True:
+            holding.wait()
+            start = time.perf_counter()
+            while time.perf_counter() - start < 0.0002:
+                pass
+            time.sleep(0.0002)
+
+    def per_batch_ms(predictor: Predictor) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            predictor.predict(batch)
+        return (time.perf_counter() - start) / len(batches) * 1000
+
+    threading.Thread(target=hold_the_gil, daemon=True).start()
+    times: dict[tuple[str, bool], list[float]] = {(n, b): [] for n in predictors for b in (False, True)}
+    for predictor in predictors.values():
+        per_batch_ms(predictor)  # warm-up
+    for _ in range(rounds):
+        for beside in (False, True):
+            holding.set() if beside else holding.clear()
+            for name, predictor in predictors.items():
+                times[name, beside].append(per_batch_ms(predictor))
+    holding.clear()
+    print("| forward pass | alone, ms per 32 texts | beside the GIL holder | slowdown |")
+    print("|---|---:|---:|---:|")
+    for name in predictors:
+        alone, held = (statistics.median(times[name, b]) for b in (False, True))
+        print(f"| {name} | {alone:.2f} | {held:.2f} | {held / alone:.2f}x |")
 
 
 def _rate(predictor: Predictor, texts: list[str], size: int, seconds: float) -> float:
@@ -368,6 +418,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=4, help="--against: alternating rounds")
     parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="only time the forward pass alone and beside a thread holding the GIL (eager and scripted)",
+    )
+    parser.add_argument(
         "--quantization",
         action="store_true",
         help="only compare fp32 and int8 (accuracy on the checkpoint's test split, speed), then exit",
@@ -379,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.quantization:
         quantization_check(args.model_seconds)
+        return 0
+    if args.gil:
+        texts = list(load_default_corpus().texts)
+        random.Random(args.seed).shuffle(texts)
+        gil_check(texts)
         return 0
     if shutil.which("wrk") is None:
         print("bench.serve needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu)", file=sys.stderr)
