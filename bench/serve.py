@@ -53,6 +53,7 @@ import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from model.predictor import Predictor, configure_threads
+from service.settings import Settings
 from training.data import load_default_corpus
 from training.evaluate import evaluate
 from training.train import TrainConfig, make_splits
@@ -95,9 +96,12 @@ class Cell:
 
 
 def model_only(texts: list[str], seconds: float, threads: int | None, workers: int) -> dict[int, float]:
-    """Predictor texts/s at each batch size, with the service's thread settings."""
+    """Predictor texts/s at each batch size, with the service's thread and model settings."""
     configure_threads(threads, workers)
-    predictor = Predictor.from_checkpoint(DEFAULT_CHECKPOINT, device=os.environ.get("SENTIMENT_DEVICE"))
+    settings = Settings()  # the environment the servers get: SENTIMENT_DEVICE, _QUANTIZE, ...
+    predictor = Predictor.from_checkpoint(
+        settings.checkpoint, settings.device, quantize=settings.quantize, torchscript=settings.torchscript
+    )
     predictor.predict(texts[:64])  # warm-up
     return {size: _rate(predictor, texts, size, seconds) for size in BATCH_SIZES}
 
