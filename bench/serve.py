@@ -24,7 +24,8 @@ from the environment (``SENTIMENT_TORCH_THREADS``, ``SENTIMENT_WORKERS``, ...), 
 warning so that no log line is written per request.
 
 ``--against NAME=VALUE`` measures one setting instead: two batching services, the defaults and one
-with that variable changed, in alternating rounds at one concurrency (``--rounds``, ``--duration``).
+with that variable changed, in alternating rounds (``--rounds``, ``--duration``) at each
+``--concurrency`` (default 64).
 """
 
 from __future__ import annotations
@@ -174,7 +175,10 @@ def gil_check(texts: list[str], rounds: int = 7) -> None:
         per_batch_ms(predictor)  # warm-up
     for _ in range(rounds):
         for beside in (False, True):
-            holding.set() if beside else holding.clear()
+            if beside:
+                holding.set()
+            else:
+                holding.clear()
             for name, predictor in predictors.items():
                 times[name, beside].append(per_batch_ms(predictor))
     holding.clear()
@@ -495,8 +499,8 @@ def main(argv: list[str] | None = None) -> int:
             limit = max(model_only(predictor, texts, args.model_seconds, top).values())
             for server in (on, off):
                 cells.append(measure(server, concurrency, args.duration, files))
+                cells[-1].limit = limit if server is on else None
                 print(table(cells[-1:]).splitlines()[-1], flush=True)
-            cells[-2].limit = limit
         rss_end = {s.name: s.rss_mib() for s in (on, off)}
         soaked = soak(on, args.soak, files) if args.soak else None
 
