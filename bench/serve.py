@@ -147,7 +147,9 @@ def gil_check(texts: list[str], rounds: int = 7) -> None:
     and scripted predictors alternate, alone then beside, for ``rounds`` rounds; medians printed.
     """
     configure_threads(1)
-    sys.setswitchinterval(0.001)  # the service's default, SENTIMENT_GIL_SWITCH_MS
+    interval_ms = Settings().gil_switch_ms  # the service's, SENTIMENT_GIL_SWITCH_MS
+    sys.setswitchinterval(interval_ms / 1000)
+    print(f"GIL switch interval {interval_ms:g} ms")
     batches = [texts[i : i + 32] for i in range(0, 32 * 30, 32)]
     predictors = {
         name: Predictor.from_checkpoint(DEFAULT_CHECKPOINT, device="cpu", torchscript=torchscript)

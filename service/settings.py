@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         "(false: eager PyTorch)",
     )
     gil_switch_ms: float = Field(
-        1.0, gt=0, le=100, description="Python's GIL switch interval (its default is 5 ms)"
+        0.1, gt=0, le=100, description="Python's GIL switch interval (its default is 5 ms)"
     )
     batching: bool = Field(
         True, description="batch concurrent requests together; false = one forward per request"
