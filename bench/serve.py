@@ -99,10 +99,10 @@ class Cell:
     limit: float | None = None  # model-only texts/s, measured just before this cell
 
 
-def bench_predictor(texts: list[str], threads: int | None, workers: int) -> Predictor:
+def bench_predictor(texts: list[str]) -> Predictor:
     """The servers' predictor: their thread settings and model settings, from the same environment."""
-    configure_threads(threads, workers)
-    settings = Settings()  # SENTIMENT_CHECKPOINT, _DEVICE, _QUANTIZE, _TORCHSCRIPT, ...
+    settings = Settings()  # SENTIMENT_TORCH_THREADS, _WORKERS, _CHECKPOINT, _DEVICE, _QUANTIZE, ...
+    configure_threads(settings.torch_threads, settings.workers)
     predictor = Predictor.from_checkpoint(
         settings.checkpoint, settings.device, quantize=settings.quantize, torchscript=settings.torchscript
     )
@@ -147,12 +147,12 @@ def gil_check(texts: list[str], rounds: int = 7) -> None:
     and scripted predictors alternate, alone then beside, for ``rounds`` rounds; medians printed.
     """
     configure_threads(1)
-    interval_ms = Settings().gil_switch_ms  # the service's, SENTIMENT_GIL_SWITCH_MS
-    sys.setswitchinterval(interval_ms / 1000)
-    print(f"GIL switch interval {interval_ms:g} ms")
+    settings = Settings()  # the service's SENTIMENT_GIL_SWITCH_MS and SENTIMENT_CHECKPOINT
+    sys.setswitchinterval(settings.gil_switch_ms / 1000)
+    print(f"GIL switch interval {settings.gil_switch_ms:g} ms")
     batches = [texts[i : i + 32] for i in range(0, 32 * 30, 32)]
     predictors = {
-        name: Predictor.from_checkpoint(DEFAULT_CHECKPOINT, device="cpu", torchscript=torchscript)
+        name: Predictor.from_checkpoint(settings.checkpoint, device="cpu", torchscript=torchscript)
         for name, torchscript in (("eager PyTorch", False), ("TorchScript, one call (default)", True))
     }
     holding = threading.Event()
@@ -441,7 +441,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--against",
         metavar="NAME=VALUE",
-        help="only compare the batching service with one environment variable changed, paired, then exit",
+        help="only compare the batching service with one environment variable changed, paired, then exit "
+        "(no soak, no --json)",
     )
     parser.add_argument("--rounds", type=int, default=4, help="--against: alternating rounds")
     parser.add_argument(
@@ -476,12 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(args.seed).shuffle(texts)
     if args.against:
         return against(args.against, texts, concurrencies, args)
-    threads = (
-        int(os.environ["SENTIMENT_TORCH_THREADS"]) if os.environ.get("SENTIMENT_TORCH_THREADS") else None
-    )
-    workers = int(os.environ.get("SENTIMENT_WORKERS", "1"))
     print(f"machine: {machine()}", flush=True)
-    predictor = bench_predictor(texts, threads, workers)
+    predictor = bench_predictor(texts)
     rates = model_only(predictor, texts, args.model_seconds)
     best = max(rates, key=rates.__getitem__)
     print("model only (texts/s by batch size): " + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items()))

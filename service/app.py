@@ -56,8 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_threads(settings.torch_threads, settings.workers)
-        # The inference thread takes the GIL back after tokenising and after each forward pass; a busy
-        # event loop holds it for up to the switch interval each time (README, "Serving performance").
+        # The inference thread takes the GIL back after tokenising and after each scripted forward pass
+        # (after every op in eager mode); a busy event loop holds it for up to the switch interval each
+        # time (README, "Serving performance").
         sys.setswitchinterval(settings.gil_switch_ms / 1000)
         metrics: Metrics = app.state.metrics
         engine = load_engine(settings, on_batch=metrics.on_batch)

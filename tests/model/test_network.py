@@ -74,6 +74,17 @@ def test_torchscript_compiles_forward_to_the_same_logits(
         torch.testing.assert_close(scripted(*batch), model(*batch), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_last_pooling_is_the_top_layers_final_forward_then_backward_state(num_layers: int) -> None:
+    model = classifier("last", num_layers=num_layers)
+    ids, lengths = padded([OTHERS[0], SENTENCE, OTHERS[2]])
+    with torch.no_grad():
+        x = pack_padded_sequence(model.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+        out, (h_n, _) = model.lstm(x)  # h_n: (layers * 2, B, H), the top layer last
+        expected = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+        torch.testing.assert_close(model._pool(out, lengths, h_n), expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("pooling", ["max", "mean", "max_mean"])
 def test_pooling_the_packed_states_matches_pooling_each_text_alone(pooling: str) -> None:
     """Pooling reads the packed rows directly; the reference pools each text's own states."""
