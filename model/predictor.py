@@ -117,17 +117,24 @@ class Predictor:
                 truncated[row] = flag
         return probabilities, truncated
 
-    @torch.inference_mode()
     def _forward(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         batch = self.checkpoint.tokenizer.encode(texts)
+        return self.probabilities(batch.ids, batch.lengths), batch.truncated
+
+    @torch.inference_mode()
+    def probabilities(self, ids: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+        """Probabilities (B, L) of token ids (B, T), right-padded, with their lengths (B,), in one pass."""
         if self.device.type == "cpu":  # one call into torch
-            return self._probabilities(batch.ids, batch.lengths).numpy(), batch.truncated
+            return self._probabilities(ids, lengths).numpy()
         # Page-locked memory lets the copy to the GPU run asynchronously.
-        ids = batch.ids.pin_memory().to(self.device, non_blocking=True)
-        return self._probabilities(ids, batch.lengths).cpu().numpy(), batch.truncated
+        ids = ids.pin_memory().to(self.device, non_blocking=True)
+        return self._probabilities(ids, lengths).cpu().numpy()
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        probabilities, truncated = self.predict_proba(texts)
+        return self.predictions(*self.predict_proba(texts))
+
+    def predictions(self, probabilities: np.ndarray, truncated: Sequence[bool]) -> list[Prediction]:
+        """``predict_proba``'s arrays as ``Prediction`` objects."""
         best = probabilities.argmax(axis=1).tolist()
         labels = self.labels
         return [  # plain floats from one .tolist(): cheaper than float() on each numpy scalar

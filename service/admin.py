@@ -1,8 +1,9 @@
 """Model lifecycle: hot reload through ``POST /admin/reload`` or SIGHUP.
 
 A reload loads the new checkpoint off the event loop, checks it with a probe batch, then swaps the
-engine's predictor in one assignment. A batch already running keeps the predictor it captured, so
-in-flight requests finish on the old model; the next batch uses the new one. Anything wrong with
+engine's predictor (``Batcher.use``; with the model in its own process, a new model process is started
+first and takes over between two batches). A batch already running keeps the predictor it captured,
+so in-flight requests finish on the old model; the next batch uses the new one. Anything wrong with
 the new checkpoint leaves the old model serving and is reported (422 on the endpoint, an error log
 line for SIGHUP).
 """
@@ -76,7 +77,7 @@ async def reload_model(app: FastAPI, path: Path | None = None) -> ReloadResponse
         target = path or app.state.checkpoint_path
         predictor = await asyncio.to_thread(build_predictor, target, settings)
         previous = ModelRef(name=served.name, version=served.predictor.checkpoint.version)
-        served.engine.predictor = predictor  # the swap: one assignment on the event loop
+        await served.engine.use(predictor, Path(target))  # the swap, from the next batch on
         served.name = settings.model_name or Path(target).name
         app.state.checkpoint_path = target
         if hasattr(app.state, "metrics"):

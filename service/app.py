@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from service.fastpath import PredictFastPath
 from service.limits import BodyLimitMiddleware, document_errors, http_error
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
+from service.model_process import ProcessBatcher
 from service.observability import RequestContextMiddleware
 from service.routes import router
 from service.settings import Settings, get_settings
@@ -39,6 +41,18 @@ def load_engine(settings: Settings, on_batch: Callable[[int, float], None] | Non
         quantize=settings.quantize,
         torchscript=settings.torchscript,
     )
+    if settings.batching and settings.model_process:
+        return ProcessBatcher(
+            predictor,
+            settings.checkpoint,
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            settings.max_queue_texts,
+            threads=torch.get_num_threads(),
+            quantize=settings.quantize,
+            torchscript=settings.torchscript,
+            on_batch=on_batch,
+        )
     if settings.batching:
         return Batcher(
             predictor,

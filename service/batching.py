@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from model.predictor import Prediction, Predictor
 
@@ -32,7 +33,11 @@ class QueueFull(RuntimeError):
     """More texts are waiting than the queue holds; the caller should retry later."""
 
 
-class _Job:
+class EngineUnavailable(RuntimeError):
+    """The model cannot take requests just now (its process is restarting); retry shortly."""
+
+
+class Job:
     """One request: its texts, the future its handler awaits, and how far the batches got."""
 
     __slots__ = ("abandoned", "done", "future", "order", "results", "taken", "texts")
@@ -53,7 +58,7 @@ class _Job:
         return len(self.texts) - self.taken
 
 
-Slice = tuple[_Job, int, int]  # positions [start, stop) of a job's ``order`` inside one batch
+Slice = tuple[Job, int, int]  # positions [start, stop) of a job's ``order`` inside one batch
 
 
 @dataclass
@@ -88,7 +93,7 @@ class Batcher:
         self._on_batch = on_batch
         # Shared by the event loop and the inference thread; changed only under ``_ready``'s lock.
         self._ready = threading.Condition()
-        self._jobs: deque[_Job] = deque()
+        self._jobs: deque[Job] = deque()
         self._queued = 0  # texts waiting, not yet in a batch
         self._in_model = 0  # batches taken whose results the event loop has not delivered yet
         self._stopping = False
@@ -126,6 +131,10 @@ class Batcher:
         s = self.stats
         log.info("batcher: %d texts in %d batches (mean %.1f)", s.texts, s.batches, s.mean_batch_size)
 
+    async def use(self, predictor: Predictor, checkpoint: Path) -> None:
+        """Serve ``predictor`` (loaded from ``checkpoint``) from the next batch on: the hot-reload swap."""
+        self.predictor = predictor
+
     async def drain(self) -> None:
         """Wait until every accepted text has its result."""
         while not self._is_idle():
@@ -136,17 +145,21 @@ class Batcher:
         """Predict ``texts``; raises ``QueueFull`` at once when the queue has no room for them."""
         if not texts:
             return []
-        job = _Job(texts, asyncio.get_running_loop().create_future())
+        job = Job(texts, asyncio.get_running_loop().create_future())
         with self._ready:
             if self._queued + len(texts) > self.max_queue_texts:
                 raise QueueFull(f"{self._queued} texts already queued (limit {self.max_queue_texts})")
             self._jobs.append(job)
             self._queued += len(texts)
             self._ready.notify()
+        self._enqueued()
         try:
             return await job.future
         finally:
             job.abandoned = True  # cancelled or timed out: the thread drops what is still queued
+
+    def _enqueued(self) -> None:
+        """A request was queued (the inference thread has been notified; subclasses may act)."""
 
     def _is_idle(self) -> bool:
         with self._ready:
@@ -220,7 +233,7 @@ class Batcher:
                 self._in_model -= 1
 
     @staticmethod
-    def _predict_alone(predictor: Predictor, job: _Job, a: int, b: int) -> list[Prediction] | BaseException:
+    def _predict_alone(predictor: Predictor, job: Job, a: int, b: int) -> list[Prediction] | BaseException:
         """One request's part of a failed batch, alone, so a bad request fails only itself."""
         try:
             return predictor.predict([job.texts[i] for i in job.order[a:b]])

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, status
 
 from model.predictor import Prediction
-from service.batching import QueueFull
+from service.batching import EngineUnavailable, QueueFull
 from service.deps import ServedDep, ServedModel, SettingsDep
 from service.limits import error_response
 from service.schemas import Health, ModelInfo, ModelRef, PredictionOut, PredictRequest, PredictResponse
@@ -45,6 +45,10 @@ async def run_predictions(served: ServedModel, settings: Settings, texts: list[s
     try:
         async with asyncio.timeout(settings.request_timeout_s):
             return await served.engine.submit(texts)
+    except EngineUnavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; retry shortly", headers={"Retry-After": "1"}
+        ) from exc
     except QueueFull as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

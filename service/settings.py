@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     batching: bool = Field(
         True, description="batch concurrent requests together; false = one forward per request"
     )
+    model_process: bool = Field(
+        False,
+        description="run the model in a child process, so it shares no GIL with the event loop "
+        "(batching only)",
+    )
     max_batch_size: int = Field(64, ge=1, le=4096, description="most texts in one forward pass")
     max_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="extra wait for a batch to fill (0: never wait)"
