@@ -224,8 +224,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def rss_mib(self) -> float:
-        """Resident memory of the server and its worker processes."""
-        pids = [self.process.pid, *_children(self.process.pid)]
+        """Resident memory of the server and all its descendants (workers, model processes)."""
+        pids = [self.process.pid, *_descendants(self.process.pid)]
         return sum(_rss_kib(pid) for pid in pids) / 1024
 
     def batches(self) -> tuple[float, float] | None:
@@ -238,11 +238,15 @@ class Server:
         return (float(found["sum"]), float(found["count"])) if len(found) == 2 else None
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a model process is the child of the thread that started it)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(p) for p in task.read_text().split()]
+        except OSError:
+            continue
+    return children + [d for child in children for d in _descendants(child)]
 
 
 def _rss_kib(pid: int) -> int:

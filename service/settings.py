@@ -47,9 +47,9 @@ class Settings(BaseSettings):
         True, description="batch concurrent requests together; false = one forward per request"
     )
     model_process: bool = Field(
-        False,
-        description="run the model in a child process, so it shares no GIL with the event loop "
-        "(batching only)",
+        True,
+        description="with batching, run the model in a child process that shares no GIL with the event "
+        "loop (false: in an inference thread of the server process)",
     )
     max_batch_size: int = Field(64, ge=1, le=4096, description="most texts in one forward pass")
     max_wait_ms: float = Field(

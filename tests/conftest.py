@@ -64,10 +64,16 @@ def settings(tiny_checkpoint: Path) -> Settings:
 
     Eager PyTorch: compiling TorchScript takes ~0.2 s per model, and these tests start ~100 apps.
     tests/model checks that the scripted model answers as the eager one, and
-    tests/service/test_app.py serves both.
+    tests/service/test_app.py serves both. The model in the server process: a model process takes
+    ~2 s to start; tests/service/test_model_process.py and test_app.py serve through one.
     """
     return Settings(  # type: ignore[call-arg]
-        _env_file=None, checkpoint=tiny_checkpoint, device="cpu", torch_threads=1, torchscript=False
+        _env_file=None,
+        checkpoint=tiny_checkpoint,
+        device="cpu",
+        torch_threads=1,
+        torchscript=False,
+        model_process=False,
     )
 
 

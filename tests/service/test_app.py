@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from model.predictor import Predictor
 from service.app import create_app
+from service.model_process import ProcessBatcher
 from service.settings import Settings
 from tests.conftest import LABELS
 
@@ -33,15 +34,25 @@ def message(response) -> str:  # type: ignore[no-untyped-def]
     return body.get("message") or body["detail"]
 
 
-@pytest.mark.parametrize("torchscript", [True, False])
-@pytest.mark.parametrize("batching", [True, False])
+@pytest.mark.parametrize(
+    ("batching", "model_process", "torchscript"),
+    [
+        (True, True, True),
+        (True, False, True),
+        (True, False, False),
+        (False, False, True),
+        (False, False, False),
+    ],
+)
 def test_predict_answers_in_input_order(
-    settings: Settings, predictor: Predictor, batching: bool, torchscript: bool
+    settings: Settings, predictor: Predictor, batching: bool, model_process: bool, torchscript: bool
 ) -> None:
-    app = create_app(settings.model_copy(update={"batching": batching, "torchscript": torchscript}))
+    update = {"batching": batching, "model_process": model_process, "torchscript": torchscript}
+    app = create_app(settings.model_copy(update=update))
     with TestClient(app) as client:
         response = client.post("/predict", json={"texts": TEXTS})
         assert app.state.served.predictor.scripted is torchscript
+        assert isinstance(app.state.served.engine, ProcessBatcher) is model_process
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     expected = predictor.predict(TEXTS)

@@ -1,0 +1,146 @@
+"""The batching engine with the model in a child process: answers, isolation, crashes, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing import Pipe
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from model import Predictor, save_checkpoint
+from model.predictor import Prediction
+from service.batching import EngineUnavailable
+from service.model_process import ProcessBatcher, _outcome, serve_batches
+from tests.conftest import tiny_checkpoint_object
+
+T = TypeVar("T")
+TEXTS = ["i love it", "the worst day ever", "ok", "the report was published on monday", "great"]
+
+
+def run(
+    checkpoint: Path, predictor: Predictor, scenario: Callable[[ProcessBatcher], Awaitable[T]], **options: int
+) -> T:
+    async def main() -> T:
+        engine = ProcessBatcher(predictor, checkpoint, threads=1, torchscript=False, **options)  # type: ignore[arg-type]
+        await engine.start()
+        try:
+            return await scenario(engine)
+        finally:
+            await engine.stop()
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def assert_same(got: Sequence[Prediction], want: Sequence[Prediction]) -> None:
+    """The same predictions, to float rounding (batches of other sizes round differently)."""
+    assert [(p.label, p.truncated) for p in got] == [(p.label, p.truncated) for p in want]
+    for g, w in zip(got, want, strict=True):
+        assert list(g.probabilities) == list(w.probabilities)
+        assert g.probabilities == pytest.approx(w.probabilities, abs=1e-6)
+
+
+def test_requests_get_the_predictors_answers_in_order_and_are_batched(
+    tiny_checkpoint: Path, predictor: Predictor
+) -> None:
+    requests = [TEXTS[:1], TEXTS, TEXTS[2:4] * 5, [TEXTS[3]], TEXTS[::-1]]
+
+    async def scenario(engine: ProcessBatcher) -> list[list[object]]:
+        results = await asyncio.gather(*(engine.submit(texts) for texts in requests))
+        assert engine.stats.batches < sum(map(len, requests))  # requests shared batches
+        assert engine.stats.texts == sum(map(len, requests))
+        return list(results)
+
+    results = run(tiny_checkpoint, predictor, scenario, max_batch_size=4)
+    for texts, got in zip(requests, results, strict=True):
+        assert_same(got, predictor.predict(texts))  # type: ignore[arg-type]
+
+
+class _FailsOn:
+    """A predictor whose batches fail when they hold ``bad`` (delegating everything else)."""
+
+    def __init__(self, inner: Predictor, bad: str) -> None:
+        self.inner, self.bad = inner, bad
+
+    def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        if self.bad in texts:
+            raise ValueError(f"cannot predict {self.bad!r}")
+        return self.inner.predict_proba(texts)
+
+
+def test_a_failing_request_fails_alone_in_the_model_process(predictor: Predictor) -> None:
+    parent, child = Pipe()
+    thread = threading.Thread(target=serve_batches, args=(child, _FailsOn(predictor, "boom")), daemon=True)
+    thread.start()
+    parent.send_bytes(json.dumps([["i love it", "boom", "ok", "great"], [1, 2, 1]]).encode())
+    reply = parent.recv_bytes()
+    parent.close()
+    thread.join(5)
+
+    slices = [(None, 0, 1), (None, 0, 2), (None, 1, 2)]  # three requests' parts: 1, 2 and 1 texts
+    first, second, third = _outcome(reply, slices, predictor)  # type: ignore[arg-type]
+    assert isinstance(second, RuntimeError) and "cannot predict 'boom'" in str(second)
+    assert_same(first, predictor.predict(["i love it"]))  # type: ignore[arg-type]
+    assert_same(third, predictor.predict(["great"]))  # type: ignore[arg-type]
+
+
+def test_a_checkpoint_that_cannot_load_fails_start_with_the_reason(
+    tmp_path: Path, predictor: Predictor
+) -> None:
+    async def main() -> None:
+        engine = ProcessBatcher(predictor, tmp_path / "missing", threads=1)
+        with pytest.raises(EngineUnavailable, match=r"failed to start: .*missing"):
+            await engine.start()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@pytest.mark.slow
+def test_a_dead_model_process_fails_only_its_batch_and_is_replaced(
+    tiny_checkpoint: Path, predictor: Predictor
+) -> None:
+    async def scenario(engine: ProcessBatcher) -> None:
+        assert engine._model is not None
+        old = engine._model.process
+        assert old.pid is not None
+        os.kill(old.pid, signal.SIGSTOP)  # frozen: it cannot answer what it is sent
+        in_flight = asyncio.create_task(engine.submit(["i love it"]))
+        await asyncio.sleep(0.2)
+        os.kill(old.pid, signal.SIGKILL)
+        with pytest.raises(EngineUnavailable, match="exited while computing"):
+            await in_flight
+        # Queued while the replacement starts, answered once it is up.
+        assert_same(await engine.submit(TEXTS), predictor.predict(TEXTS))
+        assert engine._model is not None and engine._model.process is not old
+
+    run(tiny_checkpoint, predictor, scenario)
+
+
+@pytest.mark.slow
+def test_a_reload_switches_to_a_new_model_process(
+    tiny_checkpoint: Path, predictor: Predictor, tmp_path: Path
+) -> None:
+    other = save_checkpoint(tiny_checkpoint_object(seed=1), tmp_path / "other")
+    new = Predictor.from_checkpoint(other, device="cpu")
+
+    async def scenario(engine: ProcessBatcher) -> None:
+        assert engine._model is not None
+        old = engine._model.process
+        before = await engine.submit(TEXTS)
+        await engine.use(new, other)
+        after = await engine.submit(TEXTS)
+        assert_same(before, predictor.predict(TEXTS))
+        assert_same(after, new.predict(TEXTS))
+        assert [p.probabilities for p in after] != [p.probabilities for p in before]
+        assert engine.predictor is new
+        await asyncio.to_thread(old.join, 10)
+        assert not old.is_alive()
+
+    run(tiny_checkpoint, predictor, scenario)
