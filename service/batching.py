@@ -209,36 +209,19 @@ class Batcher:
         return batch
 
     def _run_batch(self, batch: list[Slice]) -> None:
-        texts = [job.texts[i] for job, a, b in batch for i in job.order[a:b]]
         predictor, start = self.predictor, time.perf_counter()
-        outcome: list[list[Prediction] | BaseException]
-        try:
-            results = predictor.predict(texts) if texts else []
-            outcome, k = [], 0
-            for _, a, b in batch:
-                outcome.append(results[k : k + b - a])
-                k += b - a
-        except Exception:
-            log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
-            outcome = [self._predict_alone(predictor, job, a, b) for job, a, b in batch]
+        outcome = predict_slices(predictor, batch)
         seconds = time.perf_counter() - start
-        self.stats.batches += bool(texts)
-        self.stats.texts += len(texts)
+        size = sum(b - a for _, a, b in batch)
+        self.stats.batches += bool(size)
+        self.stats.texts += size
         self.stats.inference_seconds += seconds
         assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(self._deliver, batch, outcome, len(texts), seconds)
+            self._loop.call_soon_threadsafe(self._deliver, batch, outcome, size, seconds)
         except RuntimeError:  # the event loop is closed: nobody is waiting any more
             with self._ready:
                 self._in_model -= 1
-
-    @staticmethod
-    def _predict_alone(predictor: Predictor, job: Job, a: int, b: int) -> list[Prediction] | BaseException:
-        """One request's part of a failed batch, alone, so a bad request fails only itself."""
-        try:
-            return predictor.predict([job.texts[i] for i in job.order[a:b]])
-        except Exception as exc:
-            return exc
 
     # -- event loop: results back to their requests ----------------------------------------------
 
@@ -263,6 +246,30 @@ class Batcher:
             self._idle.set()
         if size and self._on_batch is not None:
             self._on_batch(size, seconds)
+
+
+def predict_slices(predictor: Predictor, batch: list[Slice]) -> list[list[Prediction] | BaseException]:
+    """Each slice's predictions from one forward pass; if it fails, each slice alone, so that a bad
+    request fails only itself."""
+    texts = [job.texts[i] for job, a, b in batch for i in job.order[a:b]]
+    try:
+        results = predictor.predict(texts) if texts else []
+    except Exception:
+        log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
+        return [_predict_alone(predictor, job, a, b) for job, a, b in batch]
+    outcome: list[list[Prediction] | BaseException] = []
+    k = 0
+    for _, a, b in batch:
+        outcome.append(results[k : k + b - a])
+        k += b - a
+    return outcome
+
+
+def _predict_alone(predictor: Predictor, job: Job, a: int, b: int) -> list[Prediction] | BaseException:
+    try:
+        return predictor.predict([job.texts[i] for i in job.order[a:b]])
+    except Exception as exc:
+        return exc
 
 
 class DirectRunner(Batcher):

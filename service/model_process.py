@@ -30,6 +30,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -39,22 +40,54 @@ from typing import Any
 import numpy as np
 
 from model.predictor import Prediction, Predictor, configure_threads
-from service.batching import Batcher, EngineUnavailable, Slice
+from service.batching import Batcher, EngineUnavailable, Slice, predict_slices
 
 log = logging.getLogger(__name__)
 
 _OK, _FAILED = b"\x00", b"\x01"
 _HEADER = struct.Struct("!i")  # multiprocessing.connection's frame: a signed big-endian length
 START_TIMEOUT_S = 300.0
+HERE_TEXTS = 4  # texts that an idle engine runs in this process rather than in the model process
+
+
+class _Frames(asyncio.Protocol):
+    """The event loop's end of the socket: each length-prefixed frame read goes to ``on_frame``.
+
+    A protocol, not a stream: the loop calls ``data_received`` straight from its reader callback,
+    with no task to wake in between.
+    """
+
+    def __init__(self) -> None:
+        self.on_frame: Callable[[bytes], None] = lambda frame: None
+        self.on_lost: Callable[[], None] = lambda: None
+        self.closed = asyncio.get_running_loop().create_future()
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer)
+            end = _HEADER.size + size
+            if len(buffer) < end:
+                return
+            frame = bytes(buffer[_HEADER.size : end])
+            del buffer[:end]
+            self.on_frame(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.on_lost()
 
 
 @dataclass
 class ModelProcess:
-    """One model process and the event loop's stream to it."""
+    """One model process and the event loop's connection to it."""
 
     process: BaseProcess
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    transport: asyncio.Transport
+    frames: _Frames
 
     @classmethod
     async def start(cls, options: dict[str, Any]) -> ModelProcess:
@@ -62,22 +95,18 @@ class ModelProcess:
         process, conn = await asyncio.to_thread(_spawn, options)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(conn.fileno()))
         conn.close()
-        reader, writer = await asyncio.open_unix_connection(sock=sock)
-        return cls(process, reader, writer)
+        transport, frames = await asyncio.get_running_loop().create_unix_connection(_Frames, sock=sock)
+        return cls(process, transport, frames)  # type: ignore[arg-type]
 
     def send(self, payload: bytes) -> None:
         """Queue one frame; the transport writes it as the socket takes it, never blocking the loop."""
-        self.writer.write(_HEADER.pack(len(payload)) + payload)
-
-    async def receive(self) -> bytes:
-        (size,) = _HEADER.unpack(await self.reader.readexactly(_HEADER.size))
-        return await self.reader.readexactly(size)
+        self.transport.write(_HEADER.pack(len(payload)) + payload)
 
     async def close(self) -> None:
         """Close the socket (the model process exits when it reads EOF); kill it if it lingers."""
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
+        self.frames.on_frame, self.frames.on_lost = (lambda frame: None), (lambda: None)
+        self.transport.close()
+        await self.frames.closed
         await asyncio.to_thread(self.process.join, 5)
         if self.process.is_alive():
             self.process.kill()
@@ -133,7 +162,6 @@ class ProcessBatcher(Batcher):
             "torchscript": torchscript,
         }
         self._model: ModelProcess | None = None
-        self._listener: asyncio.Task[None] | None = None
         # Batches in the model process, oldest first: the one it computes and perhaps the next.
         self._sent: deque[tuple[list[Slice], Predictor, float]] = deque()
         self._done_at = 0.0  # when the last result came back
@@ -143,6 +171,9 @@ class ProcessBatcher(Batcher):
         self._restart: asyncio.Task[None] | None = None
         self._failure: str | None = None  # set when the model process could not be started again
         self._closing: set[asyncio.Task[None]] = set()
+        # A small batch that found the model process idle runs here, in a thread (see ``_send``).
+        self._here: Future[None] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -153,17 +184,17 @@ class ProcessBatcher(Batcher):
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in (self._restart, self._listener):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        for model in (self._model, self._next and self._next[0]):
+        if self._restart is not None:
+            self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restart
+        for model in (self._detach(), self._next and self._next[0]):
             if model is not None:
                 await model.close()
-        self._model = self._next = None
+        self._next = None
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        await asyncio.to_thread(self._pool.shutdown)
         self._fail_all(RuntimeError("the batching engine stopped"))
         s = self.stats
         log.info("batcher: %d texts in %d batches (mean %.1f)", s.texts, s.batches, s.mean_batch_size)
@@ -185,7 +216,7 @@ class ProcessBatcher(Batcher):
         self._send()
 
     def _is_idle(self) -> bool:
-        return not self._jobs and not self._sent
+        return not self._jobs and not self._sent and self._here is None
 
     # -- to the model process ---------------------------------------------------------------------
 
@@ -197,9 +228,15 @@ class ProcessBatcher(Batcher):
             if self._sent:
                 return
             self._switch()
-        if not self._jobs or len(self._sent) > 1 or (self._sent and self._queued < self._ahead):
+        if not self._jobs:
             return
-        if self.max_wait and not self._sent and self._queued < self.max_batch_size:
+        busy = len(self._sent) + (self._here is not None)
+        if busy > 1 or (busy and self._queued < self._ahead):
+            return
+        if not busy and self._queued <= HERE_TEXTS and not self.max_wait:
+            self._run_here()
+            return
+        if self.max_wait and not busy and self._queued < self.max_batch_size:
             if self._timer is None:  # give the batch ``max_wait_ms`` to fill
                 assert self._loop is not None
                 self._timer = self._loop.call_later(self.max_wait, self._send_now)
@@ -219,6 +256,35 @@ class ProcessBatcher(Batcher):
         self._sent.append((batch, self.predictor, time.perf_counter()))
         self._model.send(json.dumps([texts, [b - a for _, a, b in batch]]).encode())
 
+    def _run_here(self) -> None:
+        """Run the waiting texts in this process: a lone request skips two hops between processes.
+
+        Only when nothing else is running, so the event loop has little to do meanwhile and the
+        inference thread seldom waits for the GIL; under load every batch goes to the model process.
+        """
+        assert self._loop is not None
+        loop, batch, predictor = self._loop, self._take_batch(), self.predictor
+
+        def run() -> None:  # in the thread; hands the outcome straight to the loop
+            start = time.perf_counter()
+            outcome = predict_slices(predictor, batch)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(self._ran_here, batch, outcome, time.perf_counter() - start)
+
+        self._here = self._pool.submit(run)
+
+    def _ran_here(
+        self, batch: list[Slice], outcome: list[list[Prediction] | BaseException], seconds: float
+    ) -> None:
+        self._here = None
+        self._send()
+        size = sum(b - a for _, a, b in batch)
+        self.stats.batches += 1
+        self.stats.texts += size
+        self.stats.inference_seconds += seconds
+        self._in_model += 1  # ``_deliver`` counts it back down
+        self._deliver(batch, outcome, size, seconds)
+
     def _switch(self) -> None:
         """Put the reloaded model process in place of the current one (nothing in flight)."""
         assert self._next is not None and not self._sent
@@ -231,15 +297,13 @@ class ProcessBatcher(Batcher):
         self._attach(model)
 
     def _attach(self, model: ModelProcess) -> None:
-        assert self._loop is not None
         self._model = model
-        self._listener = self._loop.create_task(self._listen(model))
+        model.frames.on_frame, model.frames.on_lost = self._on_result, self._lost
 
     def _detach(self) -> ModelProcess | None:
         model, self._model = self._model, None
-        if self._listener is not None:
-            self._listener.cancel()
-            self._listener = None
+        if model is not None:  # what it still says is no longer ours
+            model.frames.on_frame, model.frames.on_lost = (lambda frame: None), (lambda: None)
         return model
 
     def _close_later(self, model: ModelProcess) -> None:
@@ -249,16 +313,6 @@ class ProcessBatcher(Batcher):
         task.add_done_callback(self._closing.discard)
 
     # -- from the model process -------------------------------------------------------------------
-
-    async def _listen(self, model: ModelProcess) -> None:
-        while True:
-            try:
-                reply = await model.receive()
-            except (asyncio.IncompleteReadError, OSError):
-                if model is self._model and not self._stopping:
-                    self._lost()
-                return
-            self._on_result(reply)
 
     def _on_result(self, reply: bytes) -> None:
         if not self._sent:  # nothing was asked: ignore
@@ -278,7 +332,8 @@ class ProcessBatcher(Batcher):
     def _lost(self) -> None:
         """The model process died: fail the batches it held (503) and start another."""
         model = self._detach()
-        assert model is not None
+        if model is None or self._stopping:
+            return
         log.error("the model process exited (code %s); starting another", model.process.exitcode)
         self._close_later(model)
         error = EngineUnavailable("the model process exited while computing this request")

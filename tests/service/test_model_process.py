@@ -18,7 +18,7 @@ import pytest
 from model import Predictor, save_checkpoint
 from model.predictor import Prediction
 from service.batching import EngineUnavailable
-from service.model_process import ProcessBatcher, _outcome, serve_batches
+from service.model_process import HERE_TEXTS, ProcessBatcher, _outcome, serve_batches
 from tests.conftest import tiny_checkpoint_object
 
 T = TypeVar("T")
@@ -102,6 +102,26 @@ def test_a_checkpoint_that_cannot_load_fails_start_with_the_reason(
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
+def test_a_lone_small_request_runs_in_this_process_and_a_large_one_in_the_model_process(
+    tiny_checkpoint: Path, predictor: Predictor
+) -> None:
+    async def scenario(engine: ProcessBatcher) -> None:
+        assert engine._model is not None and engine._model.process.pid is not None
+        pid = engine._model.process.pid
+        os.kill(pid, signal.SIGSTOP)  # frozen: only this process can answer
+        try:
+            small = TEXTS[:HERE_TEXTS]
+            assert_same(await asyncio.wait_for(engine.submit(small), 10), predictor.predict(small))
+            large = asyncio.create_task(engine.submit(TEXTS * 2))
+            await asyncio.sleep(0.3)
+            assert not large.done()  # waiting for the model process
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert_same(await asyncio.wait_for(large, 10), predictor.predict(TEXTS * 2))
+
+    run(tiny_checkpoint, predictor, scenario)
+
+
 @pytest.mark.slow
 def test_a_dead_model_process_fails_only_its_batch_and_is_replaced(
     tiny_checkpoint: Path, predictor: Predictor
@@ -111,7 +131,7 @@ def test_a_dead_model_process_fails_only_its_batch_and_is_replaced(
         old = engine._model.process
         assert old.pid is not None
         os.kill(old.pid, signal.SIGSTOP)  # frozen: it cannot answer what it is sent
-        in_flight = asyncio.create_task(engine.submit(["i love it"]))
+        in_flight = asyncio.create_task(engine.submit(TEXTS))  # too many to run in this process
         await asyncio.sleep(0.2)
         os.kill(old.pid, signal.SIGKILL)
         with pytest.raises(EngineUnavailable, match="exited while computing"):
