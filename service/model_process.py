@@ -24,9 +24,12 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import struct
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -40,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from model.predictor import Prediction, Predictor, configure_threads
+from model.tokenizer import Batch
 from service.batching import Batcher, EngineUnavailable, Slice, predict_slices
 
 log = logging.getLogger(__name__)
@@ -414,9 +418,11 @@ def _serve(conn: Connection, options: dict[str, Any]) -> None:
     """
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
-    # One batch is tokenised at a time, in this thread: tokenizers' thread pool only made it wait
-    # for threads that the busy cores could not run.
+    # One batch is tokenised at a time, in one thread: tokenizers' thread pool only made it wait for
+    # threads that the busy cores could not run.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # A Python stretch in one thread holds the other back at most this long (the default is 5 ms).
+    sys.setswitchinterval(0.001)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         configure_threads(options["threads"])
@@ -436,22 +442,56 @@ def _serve(conn: Connection, options: dict[str, Any]) -> None:
 
 
 def serve_batches(conn: Connection, predictor: Predictor) -> None:
-    """Answer each batch on ``conn`` until it closes (the model process's loop; a thread in tests)."""
+    """Answer each batch on ``conn`` until it closes (the model process's loop; a thread in tests).
+
+    A second thread receives and tokenises the next batch while this one runs the forward pass of
+    the current one (both release the GIL while they work): in the service the next batch is
+    usually waiting already (``ProcessBatcher._send``), and the core the event loop leaves over does
+    its tokenising (README, "Serving performance").
+    """
+    ready: queue.Queue[tuple[list[str], list[int], Batch | BaseException | None] | None] = queue.Queue(1)
+    threading.Thread(target=_receive, args=(conn, predictor, ready), name="tokenizer", daemon=True).start()
+    while (item := ready.get()) is not None:
+        try:
+            conn.send_bytes(_answer(predictor, *item))
+        except OSError:
+            return
+
+
+def _receive(conn: Connection, predictor: Predictor, ready: queue.Queue[Any]) -> None:
+    """The tokenizer thread: each batch's texts and slice sizes, and their token ids."""
     while True:
         try:
             texts, sizes = json.loads(conn.recv_bytes())
         except (EOFError, OSError):
+            ready.put(None)
             return
-        try:
+        encoded: Batch | BaseException | None = None  # None: more than one forward pass's worth
+        if len(texts) <= predictor.batch_size:
+            try:
+                encoded = predictor.checkpoint.tokenizer.encode(texts)
+            except Exception as exc:
+                encoded = exc
+        ready.put((texts, sizes, encoded))
+
+
+def _answer(
+    predictor: Predictor, texts: list[str], sizes: list[int], encoded: Batch | BaseException | None
+) -> bytes:
+    try:
+        if isinstance(encoded, BaseException):
+            raise encoded
+        if encoded is None:
             probabilities, truncated = predictor.predict_proba(texts)
-            reply = _OK + np.ascontiguousarray(probabilities, np.float32).tobytes() + bytes(truncated)
-        except Exception:
-            log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
-            reply = _FAILED + json.dumps(_alone(predictor, texts, sizes)).encode()
-        try:
-            conn.send_bytes(reply)
-        except OSError:
-            return
+        else:
+            probabilities, truncated = (
+                predictor.probabilities(encoded.ids, encoded.lengths),
+                encoded.truncated,
+            )
+        return _OK + np.ascontiguousarray(probabilities, np.float32).tobytes() + bytes(truncated)
+    except Exception:
+        log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
+        return _FAILED + json.dumps(_alone(predictor, texts, sizes)).encode()
 
 
 def _alone(predictor: Predictor, texts: list[str], sizes: list[int]) -> list[dict[str, Any]]:

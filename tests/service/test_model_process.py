@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 import pytest
+import torch
 
 from model import Predictor, save_checkpoint
 from model.predictor import Prediction
@@ -52,7 +53,7 @@ def test_requests_get_the_predictors_answers_in_order_and_are_batched(
 ) -> None:
     requests = [TEXTS[:1], TEXTS, TEXTS[2:4] * 5, [TEXTS[3]], TEXTS[::-1]]
 
-    async def scenario(engine: ProcessBatcher) -> list[list[object]]:
+    async def scenario(engine: ProcessBatcher) -> list[list[Prediction]]:
         results = await asyncio.gather(*(engine.submit(texts) for texts in requests))
         assert engine.stats.batches < sum(map(len, requests))  # requests shared batches
         assert engine.stats.texts == sum(map(len, requests))
@@ -64,29 +65,40 @@ def test_requests_get_the_predictors_answers_in_order_and_are_batched(
 
 
 class _FailsOn:
-    """A predictor whose batches fail when they hold ``bad`` (delegating everything else)."""
+    """The predictor, except that any forward pass over ``bad`` (a word it knows) fails."""
 
     def __init__(self, inner: Predictor, bad: str) -> None:
         self.inner, self.bad = inner, bad
+        bad_id = inner.checkpoint.tokenizer.tokenizer.token_to_id(bad)
+        assert bad_id is not None
+        self.bad_id: int = bad_id
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def probabilities(self, ids: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+        if bool(ids.eq(self.bad_id).any()):
+            raise ValueError(f"cannot predict {self.bad!r}")
+        return self.inner.probabilities(ids, lengths)
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        if self.bad in texts:
-            raise ValueError(f"cannot predict {self.bad!r}")
-        return self.inner.predict_proba(texts)
+        batch = self.inner.checkpoint.tokenizer.encode(texts)
+        return self.probabilities(batch.ids, batch.lengths), batch.truncated
 
 
 def test_a_failing_request_fails_alone_in_the_model_process(predictor: Predictor) -> None:
     parent, child = Pipe()
-    thread = threading.Thread(target=serve_batches, args=(child, _FailsOn(predictor, "boom")), daemon=True)
+    model = _FailsOn(predictor, "monday")
+    thread = threading.Thread(target=serve_batches, args=(child, model), daemon=True)
     thread.start()
-    parent.send_bytes(json.dumps([["i love it", "boom", "ok", "great"], [1, 2, 1]]).encode())
+    parent.send_bytes(json.dumps([["i love it", "on monday", "ok", "great"], [1, 2, 1]]).encode())
     reply = parent.recv_bytes()
     parent.close()
     thread.join(5)
 
     slices = [(None, 0, 1), (None, 0, 2), (None, 1, 2)]  # three requests' parts: 1, 2 and 1 texts
     first, second, third = _outcome(reply, slices, predictor)  # type: ignore[arg-type]
-    assert isinstance(second, RuntimeError) and "cannot predict 'boom'" in str(second)
+    assert isinstance(second, RuntimeError) and "cannot predict 'monday'" in str(second)
     assert_same(first, predictor.predict(["i love it"]))  # type: ignore[arg-type]
     assert_same(third, predictor.predict(["great"]))  # type: ignore[arg-type]
 
