@@ -106,6 +106,11 @@ class Batcher:
         return self._queued
 
     @property
+    def unavailable(self) -> str | None:
+        """Why the engine cannot take requests just now, or None when it can."""
+        return None
+
+    @property
     def saturated(self) -> bool:
         return self._queued >= self.max_queue_texts
 

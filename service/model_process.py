@@ -211,6 +211,12 @@ class ProcessBatcher(Batcher):
         self._next = (model, predictor)
         self._send()
 
+    @property
+    def unavailable(self) -> str | None:
+        if self._failure is not None:
+            return self._failure
+        return "the model process is restarting" if self._model is None and not self._stopping else None
+
     async def submit(self, texts: Sequence[str]) -> list[Prediction]:
         if self._failure is not None:
             raise EngineUnavailable(self._failure)

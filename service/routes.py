@@ -87,10 +87,14 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     tags=["health"],
-    responses={503: {"description": "model not loaded yet, or the queue is full (shed load)"}},
+    responses={
+        503: {"description": "model not loaded yet, its process restarting, or the queue full (shed load)"}
+    },
 )
 async def readyz(served: ServedDep) -> Health:
     """Readiness: the model is loaded and the queue has room; 503 tells a balancer to send less."""
+    if (why := served.engine.unavailable) is not None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, why, headers={"Retry-After": "1"})
     if served.engine.saturated:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

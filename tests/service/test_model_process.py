@@ -148,6 +148,7 @@ def test_a_dead_model_process_fails_only_its_batch_and_is_replaced(
         os.kill(old.pid, signal.SIGKILL)
         with pytest.raises(EngineUnavailable, match="exited while computing"):
             await in_flight
+        assert engine.unavailable == "the model process is restarting"  # /readyz says 503
         # Queued while the replacement starts, answered once it is up.
         assert_same(await engine.submit(TEXTS), predictor.predict(TEXTS))
         assert engine._model is not None and engine._model.process is not old
