@@ -10,6 +10,9 @@ a busy event loop to schedule it; while it runs, new requests pile up and become
 When the model is idle a request runs at once (``max_wait_ms=0``): a lone client never waits for
 company. Each request's texts are taken shortest first, so a large request's slices hold texts of
 similar length (the predictor sorts every batch by length as well, and the LSTM runs packed).
+
+``service.model_process.ProcessBatcher`` (the default with batching) keeps this queue and these rules
+but runs the model in a child process instead of the inference thread.
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ first, ``max_wait_ms``). Batches go to the model process over a socket as JSON a
 float32 probabilities and truncation flags (length-prefixed frames, the framing of
 ``multiprocessing.connection``; never pickle). Up to two batches are in the model process at once:
 the one it computes and the next, sent ahead once half a batch is waiting, so that under load it
-never waits for a busy event loop to send more. A model process that dies fails only the batches it
-held (503, retry) and is started again; a hot reload starts a model process on the new checkpoint
-and switches to it once the old one has answered.
+never waits for a busy event loop to send more; its tokenizer thread tokenises that next batch while
+the forward pass runs. A batch of at most ``HERE_TEXTS`` texts that finds the model process idle runs
+in this process instead, in a thread: a lone client skips two hops between processes. A model process
+that dies fails only the batches it held (503, retry) and is started again; a hot reload starts a
+model process on the new checkpoint and switches to it once the old one has answered.
 """
 
 from __future__ import annotations
