@@ -77,22 +77,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics: Metrics = app.state.metrics
         engine = load_engine(settings, on_batch=metrics.on_batch)
         await engine.start()
-        app.state.served = ServedModel(engine, settings.served_name, on_predictions=metrics.on_predictions)
-        metrics.watch_queue(lambda: engine.queued, lambda: engine.max_queue_texts)
-        metrics.set_model(settings.served_name, engine.predictor.checkpoint.version)
-        admin.start(app)
-        # What start-up made (torch, FastAPI, the model: ~200k objects) lives as long as the process.
-        # Frozen, the cyclic GC stops re-scanning it: a full collection took 40-55 ms with the GIL
-        # held, stalling every request in flight (README, "Serving performance").
-        gc.collect()
-        gc.freeze()
-        log.info(
-            "serving %s version %s on %s",
-            settings.checkpoint,
-            engine.predictor.checkpoint.version,
-            engine.predictor.device,
-        )
-        try:
+        try:  # from here on, whatever fails stops the engine (and its model process)
+            served = ServedModel(engine, settings.served_name, on_predictions=metrics.on_predictions)
+            app.state.served = served
+            metrics.watch_queue(lambda: engine.queued, lambda: engine.max_queue_texts)
+            metrics.set_model(settings.served_name, engine.predictor.checkpoint.version)
+            admin.start(app)
+            # What start-up made (torch, FastAPI, the model: ~200k objects) lives as long as the process.
+            # Frozen, the cyclic GC stops re-scanning it: a full collection took 40-55 ms with the GIL
+            # held, stalling every request in flight (README, "Serving performance").
+            gc.collect()
+            gc.freeze()
+            log.info(
+                "serving %s version %s on %s",
+                settings.checkpoint,
+                engine.predictor.checkpoint.version,
+                engine.predictor.device,
+            )
             yield
         finally:
             admin.stop()

@@ -21,6 +21,7 @@ model process on the new checkpoint and switches to it once the old one has answ
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
@@ -33,6 +34,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -112,11 +114,30 @@ class ModelProcess:
         """Close the socket (the model process exits when it reads EOF); kill it if it lingers."""
         self.frames.on_frame, self.frames.on_lost = (lambda frame: None), (lambda: None)
         self.transport.close()
-        await self.frames.closed
+        try:
+            await asyncio.wait_for(asyncio.shield(self.frames.closed), 5)
+        except TimeoutError:  # it takes nothing more: drop what is unwritten
+            self.transport.abort()
         await asyncio.to_thread(self.process.join, 5)
         if self.process.is_alive():
             self.process.kill()
             await asyncio.to_thread(self.process.join, 5)
+
+
+_RUNNING: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Kill model processes still running at exit (a forced exit skips the engine's ``stop``).
+
+    Registered after multiprocessing's own exit handler, so it runs first: that one would send them
+    SIGTERM, which they ignore, and then wait for them for ever.
+    """
+    for process in list(_RUNNING):
+        if process.is_alive():
+            process.kill()
+            process.join(5)
 
 
 def _spawn(options: dict[str, Any]) -> tuple[BaseProcess, Connection]:
@@ -124,6 +145,7 @@ def _spawn(options: dict[str, Any]) -> tuple[BaseProcess, Connection]:
     parent, child = context.Pipe()  # a Unix socket pair
     process = context.Process(target=_serve, args=(child, options), name="sentiment-model", daemon=True)
     process.start()
+    _RUNNING.add(process)
     child.close()  # the parent's copy: with it closed, the child's exit reads as EOF here
     try:
         if not parent.poll(START_TIMEOUT_S):
@@ -172,7 +194,8 @@ class ProcessBatcher(Batcher):
         self._sent: deque[tuple[list[Slice], Predictor, float]] = deque()
         self._done_at = 0.0  # when the last result came back
         self._ahead = max(1, max_batch_size // 2)  # texts waiting before a second batch is sent
-        self._next: tuple[ModelProcess, Predictor] | None = None  # a reload, switched in when idle
+        # A reload waiting for the current model process to answer: the new one, its predictor, options.
+        self._next: tuple[ModelProcess, Predictor, dict[str, Any]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._restart: asyncio.Task[None] | None = None
         self._failure: str | None = None  # set when the model process could not be started again
@@ -194,7 +217,7 @@ class ProcessBatcher(Batcher):
             self._restart.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._restart
-        for model in (self._detach(), self._next and self._next[0]):
+        for model in (self._detach(), self._next[0] if self._next else None):
             if model is not None:
                 await model.close()
         self._next = None
@@ -207,10 +230,17 @@ class ProcessBatcher(Batcher):
 
     async def use(self, predictor: Predictor, checkpoint: Path) -> None:
         """Start a model process on ``checkpoint``; it takes over once the old one has answered."""
-        model = await ModelProcess.start({**self._options, "checkpoint": str(checkpoint)})
+        options = {**self._options, "checkpoint": str(checkpoint)}
+        model = await ModelProcess.start(options)
+        if self._stopping:
+            await model.close()
+            return
         if self._next is not None:  # two reloads in a row: the later one wins
             self._close_later(self._next[0])
-        self._next = (model, predictor)
+        self._next = (model, predictor, options)
+        if self._model is None and self._restart is None:  # it could not be started again: now it is
+            self._failure = None
+            self._switch()
         self._send()
 
     @property
@@ -262,11 +292,19 @@ class ProcessBatcher(Batcher):
         if self._model is None or self._stopping or self._next is not None or len(self._sent) > 1:
             return
         batch = self._take_batch()
-        if not batch:
+        if not batch:  # only abandoned requests were waiting
+            self._set_idle_if_idle()
             return
         texts = [job.texts[i] for job, a, b in batch for i in job.order[a:b]]
+        try:
+            frame = json.dumps([texts, [b - a for _, a, b in batch]]).encode()
+            self._model.send(frame)
+        except Exception as exc:  # nothing was sent, so no reply will come for this batch
+            log.exception("could not send a batch of %d texts to the model process", len(texts))
+            self._in_model += 1  # ``_deliver`` counts it back down
+            self._deliver(batch, [exc] * len(batch), 0, 0.0)
+            return
         self._sent.append((batch, self.predictor, time.perf_counter()))
-        self._model.send(json.dumps([texts, [b - a for _, a, b in batch]]).encode())
 
     def _run_here(self) -> None:
         """Run the waiting texts in this process: a lone request skips two hops between processes.
@@ -300,7 +338,7 @@ class ProcessBatcher(Batcher):
     def _switch(self) -> None:
         """Put the reloaded model process in place of the current one (nothing in flight)."""
         assert self._next is not None and not self._sent
-        model, predictor = self._next
+        model, predictor, self._options = self._next
         self._next = None
         old = self._detach()
         if old is not None:
@@ -338,8 +376,13 @@ class ProcessBatcher(Batcher):
         self.stats.batches += 1
         self.stats.texts += size
         self.stats.inference_seconds += seconds
+        try:
+            outcome = _outcome(reply, batch, predictor)
+        except Exception as exc:
+            log.exception("unreadable reply from the model process for a batch of %d texts", size)
+            outcome = [RuntimeError(f"unreadable reply from the model process: {exc!r}")] * len(batch)
         self._in_model += 1  # ``_deliver`` counts it back down
-        self._deliver(batch, _outcome(reply, batch, predictor), size, seconds)
+        self._deliver(batch, outcome, size, seconds)
 
     def _lost(self) -> None:
         """The model process died: fail the batches it held (503) and start another."""
@@ -355,15 +398,25 @@ class ProcessBatcher(Batcher):
                 job.abandoned = True
                 if not job.future.done():
                     job.future.set_exception(error)
-        if self._restart is None:
+        self._drop_abandoned()
+        if self._next is not None:  # a reload was waiting for it: the new model process takes over
+            self._switch()
+            self._send()
+        elif self._restart is None:
             assert self._loop is not None
             self._restart = self._loop.create_task(self._start_again())
         self._set_idle_if_idle()
 
+    def _drop_abandoned(self) -> None:
+        for job in [job for job in self._jobs if job.abandoned]:
+            self._jobs.remove(job)
+            self._queued -= job.remaining
+            job.taken = len(job.texts)
+
     async def _start_again(self) -> None:
         try:
             model = await ModelProcess.start(self._options)
-        except EngineUnavailable as exc:
+        except Exception as exc:  # EngineUnavailable, or the system refusing a process (OSError)
             self._failure = f"the model process exited and could not be started again: {exc}"
             log.error("%s", self._failure)
             self._fail_all(EngineUnavailable(self._failure))
@@ -374,7 +427,7 @@ class ProcessBatcher(Batcher):
             await model.close()
             return
         self._attach(model)
-        self._send()
+        self._send()  # a reload that came meanwhile switches in here
 
     def _fail_all(self, error: BaseException) -> None:
         jobs = list(self._jobs) + [job for batch, _, _ in self._sent for job, _, _ in batch]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing import Pipe
@@ -95,6 +96,7 @@ def test_a_failing_request_fails_alone_in_the_model_process(predictor: Predictor
     reply = parent.recv_bytes()
     parent.close()
     thread.join(5)
+    assert not thread.is_alive()  # it returns once the socket closes
 
     slices = [(None, 0, 1), (None, 0, 2), (None, 1, 2)]  # three requests' parts: 1, 2 and 1 texts
     first, second, third = _outcome(reply, slices, predictor)  # type: ignore[arg-type]
@@ -175,5 +177,69 @@ def test_a_reload_switches_to_a_new_model_process(
         assert engine.predictor is new
         await asyncio.to_thread(old.join, 10)
         assert not old.is_alive()
+
+    run(tiny_checkpoint, predictor, scenario)
+
+
+def test_an_unreadable_reply_fails_its_batch_and_a_late_one_is_ignored(
+    tiny_checkpoint: Path, predictor: Predictor
+) -> None:
+    async def scenario(engine: ProcessBatcher) -> None:
+        assert engine._model is not None and engine._model.process.pid is not None
+        pid = engine._model.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            in_flight = asyncio.create_task(engine.submit(TEXTS))
+            await asyncio.sleep(0.1)
+            engine._model.frames.data_received(struct.pack("!i", 1) + b"\x00")  # no probabilities
+            with pytest.raises(RuntimeError, match="unreadable reply"):
+                await asyncio.wait_for(in_flight, 5)
+        finally:
+            os.kill(pid, signal.SIGCONT)  # its real answer, now nobody's, is dropped
+        assert_same(await asyncio.wait_for(engine.submit(TEXTS), 10), predictor.predict(TEXTS))
+
+    run(tiny_checkpoint, predictor, scenario)
+
+
+def test_drain_returns_once_a_cancelled_request_has_left_the_queue(
+    tiny_checkpoint: Path, predictor: Predictor
+) -> None:
+    async def scenario(engine: ProcessBatcher) -> None:
+        waiting = asyncio.create_task(engine.submit(TEXTS))  # held for max_wait_ms, batch not full
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.wait_for(engine.drain(), 5)
+
+    run(tiny_checkpoint, predictor, scenario, max_wait_ms=300)
+
+
+@pytest.mark.slow
+def test_a_reload_waits_for_the_batch_in_flight_and_a_crash_after_it_keeps_the_new_checkpoint(
+    tiny_checkpoint: Path, predictor: Predictor, tmp_path: Path
+) -> None:
+    other = save_checkpoint(tiny_checkpoint_object(seed=1), tmp_path / "other")
+    new = Predictor.from_checkpoint(other, device="cpu")
+
+    async def scenario(engine: ProcessBatcher) -> None:
+        assert engine._model is not None and engine._model.process.pid is not None
+        pid = engine._model.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            first = asyncio.create_task(engine.submit(TEXTS))  # in the old model process
+            await asyncio.sleep(0.1)
+            await engine.use(new, other)  # waits for that batch before switching
+            second = asyncio.create_task(engine.submit(TEXTS))
+            await asyncio.sleep(0.1)
+            assert not first.done() and not second.done()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert_same(await asyncio.wait_for(first, 10), predictor.predict(TEXTS))
+        assert_same(await asyncio.wait_for(second, 10), new.predict(TEXTS))
+
+        assert engine._model is not None and engine._model.process.pid is not None
+        os.kill(engine._model.process.pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        # Started again on the checkpoint it had reloaded, not on the one it started with.
+        assert_same(await asyncio.wait_for(engine.submit(TEXTS), 30), new.predict(TEXTS))
 
     run(tiny_checkpoint, predictor, scenario)
