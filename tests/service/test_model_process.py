@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import struct
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from multiprocessing import Pipe
 from pathlib import Path
 from typing import TypeVar
@@ -47,6 +48,18 @@ def assert_same(got: Sequence[Prediction], want: Sequence[Prediction]) -> None:
     for g, w in zip(got, want, strict=True):
         assert list(g.probabilities) == list(w.probabilities)
         assert g.probabilities == pytest.approx(w.probabilities, abs=1e-6)
+
+
+@contextlib.contextmanager
+def frozen(engine: ProcessBatcher) -> Iterator[None]:
+    """The engine's model process stopped (SIGSTOP) in the block: it answers nothing until after it."""
+    assert engine._model is not None and engine._model.process.pid is not None
+    pid = engine._model.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_requests_get_the_predictors_answers_in_order_and_are_batched(
@@ -120,17 +133,12 @@ def test_a_lone_small_request_runs_in_this_process_and_a_large_one_in_the_model_
     tiny_checkpoint: Path, predictor: Predictor
 ) -> None:
     async def scenario(engine: ProcessBatcher) -> None:
-        assert engine._model is not None and engine._model.process.pid is not None
-        pid = engine._model.process.pid
-        os.kill(pid, signal.SIGSTOP)  # frozen: only this process can answer
-        try:
+        with frozen(engine):  # only this process can answer
             small = TEXTS[:HERE_TEXTS]
             assert_same(await asyncio.wait_for(engine.submit(small), 10), predictor.predict(small))
             large = asyncio.create_task(engine.submit(TEXTS * 2))
             await asyncio.sleep(0.3)
             assert not large.done()  # waiting for the model process
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert_same(await asyncio.wait_for(large, 10), predictor.predict(TEXTS * 2))
 
     run(tiny_checkpoint, predictor, scenario)
@@ -185,17 +193,13 @@ def test_an_unreadable_reply_fails_its_batch_and_a_late_one_is_ignored(
     tiny_checkpoint: Path, predictor: Predictor
 ) -> None:
     async def scenario(engine: ProcessBatcher) -> None:
-        assert engine._model is not None and engine._model.process.pid is not None
-        pid = engine._model.process.pid
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with frozen(engine):  # once thawed, its real answer, now nobody's, is dropped
             in_flight = asyncio.create_task(engine.submit(TEXTS))
             await asyncio.sleep(0.1)
+            assert engine._model is not None
             engine._model.frames.data_received(struct.pack("!i", 1) + b"\x00")  # no probabilities
             with pytest.raises(RuntimeError, match="unreadable reply"):
                 await asyncio.wait_for(in_flight, 5)
-        finally:
-            os.kill(pid, signal.SIGCONT)  # its real answer, now nobody's, is dropped
         assert_same(await asyncio.wait_for(engine.submit(TEXTS), 10), predictor.predict(TEXTS))
 
     run(tiny_checkpoint, predictor, scenario)
@@ -221,18 +225,13 @@ def test_a_reload_waits_for_the_batch_in_flight_and_a_crash_after_it_keeps_the_n
     new = Predictor.from_checkpoint(other, device="cpu")
 
     async def scenario(engine: ProcessBatcher) -> None:
-        assert engine._model is not None and engine._model.process.pid is not None
-        pid = engine._model.process.pid
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with frozen(engine):
             first = asyncio.create_task(engine.submit(TEXTS))  # in the old model process
             await asyncio.sleep(0.1)
             await engine.use(new, other)  # waits for that batch before switching
             second = asyncio.create_task(engine.submit(TEXTS))
             await asyncio.sleep(0.1)
             assert not first.done() and not second.done()
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert_same(await asyncio.wait_for(first, 10), predictor.predict(TEXTS))
         assert_same(await asyncio.wait_for(second, 10), new.predict(TEXTS))
 
