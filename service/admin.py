@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model.checkpoint import load_checkpoint
 from model.predictor import Predictor
+from service.batching import EngineUnavailable
 from service.deps import ServedDep, ServedModel
 from service.schemas import ModelRef
 from service.settings import Settings
@@ -77,7 +78,10 @@ async def reload_model(app: FastAPI, path: Path | None = None) -> ReloadResponse
         target = path or app.state.checkpoint_path
         predictor = await asyncio.to_thread(build_predictor, target, settings)
         previous = ModelRef(name=served.name, version=served.predictor.checkpoint.version)
-        await served.engine.use(predictor, Path(target))  # the swap, from the next batch on
+        try:
+            await served.engine.use(predictor, Path(target))  # the swap, from the next batch on
+        except EngineUnavailable as exc:  # the model process would not start on it
+            raise ReloadError(f"cannot serve checkpoint {target}: {exc}") from exc
         served.name = settings.model_name or Path(target).name
         app.state.checkpoint_path = target
         if hasattr(app.state, "metrics"):

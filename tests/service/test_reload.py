@@ -13,11 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from model import Predictor, save_checkpoint
 from model.predictor import Prediction
 from service.app import create_app
-from service.batching import Batcher
+from service.batching import Batcher, EngineUnavailable
+from service.model_process import ModelProcess
 from service.settings import Settings
 from tests.conftest import tiny_checkpoint_object
 from tests.service.live_server import live_server
@@ -152,3 +154,22 @@ def test_sighup_reloads_the_checkpoint_from_disk(tiny_checkpoint: Path, tmp_path
     assert new != old
     assert "SIGHUP reload rejected" in server.log and "model.safetensors" in server.log
     assert after == new and predict.status_code == 200
+
+
+def test_a_model_process_that_will_not_start_on_the_new_checkpoint_is_a_rejected_reload(
+    settings: Settings, other_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyed = settings.model_copy(update={"api_keys": SecretStr(KEY), "model_process": True})
+    with TestClient(create_app(keyed)) as client:
+        old = _version(client)
+
+        async def refuse(options: dict[str, object]) -> None:
+            raise EngineUnavailable("the model process failed to start: out of memory")
+
+        monkeypatch.setattr(ModelProcess, "start", refuse)
+        r = client.post("/admin/reload", json={"checkpoint": str(other_checkpoint)}, headers=ADMIN)
+        assert r.status_code == 422, r.text
+        assert "failed to start: out of memory" in r.json()["detail"]
+        assert "old model keeps serving" in r.json()["detail"]
+        assert _version(client) == old
+        assert client.post("/predict", json={"texts": ["i love it"] * 8}, headers=ADMIN).status_code == 200
