@@ -50,6 +50,13 @@ def assert_same(got: Sequence[Prediction], want: Sequence[Prediction]) -> None:
         assert g.probabilities == pytest.approx(w.probabilities, abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def reloaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Predictor]:
+    """A second tiny checkpoint to reload (other weights, so other answers), and its predictor."""
+    other = save_checkpoint(tiny_checkpoint_object(seed=1), tmp_path_factory.mktemp("other") / "other")
+    return other, Predictor.from_checkpoint(other, device="cpu")
+
+
 @contextlib.contextmanager
 def frozen(engine: ProcessBatcher) -> Iterator[None]:
     """The engine's model process stopped (SIGSTOP) in the block: it answers nothing until after it."""
@@ -168,10 +175,9 @@ def test_a_dead_model_process_fails_only_its_batch_and_is_replaced(
 
 @pytest.mark.slow
 def test_a_reload_switches_to_a_new_model_process(
-    tiny_checkpoint: Path, predictor: Predictor, tmp_path: Path
+    tiny_checkpoint: Path, predictor: Predictor, reloaded: tuple[Path, Predictor]
 ) -> None:
-    other = save_checkpoint(tiny_checkpoint_object(seed=1), tmp_path / "other")
-    new = Predictor.from_checkpoint(other, device="cpu")
+    other, new = reloaded
 
     async def scenario(engine: ProcessBatcher) -> None:
         assert engine._model is not None
@@ -219,10 +225,9 @@ def test_drain_returns_once_a_cancelled_request_has_left_the_queue(
 
 @pytest.mark.slow
 def test_a_reload_waits_for_the_batch_in_flight_and_a_crash_after_it_keeps_the_new_checkpoint(
-    tiny_checkpoint: Path, predictor: Predictor, tmp_path: Path
+    tiny_checkpoint: Path, predictor: Predictor, reloaded: tuple[Path, Predictor]
 ) -> None:
-    other = save_checkpoint(tiny_checkpoint_object(seed=1), tmp_path / "other")
-    new = Predictor.from_checkpoint(other, device="cpu")
+    other, new = reloaded
 
     async def scenario(engine: ProcessBatcher) -> None:
         with frozen(engine):
