@@ -20,6 +20,7 @@ before; it sets ``scope["route"]`` so that metrics name the route as FastAPI's r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -32,6 +33,7 @@ from service.routes import run_predictions
 from service.schemas import PredictRequest
 
 PATH = "/predict"
+_UNSET = object()
 _JSON_HEADER = (b"content-type", b"application/json")
 
 
@@ -41,7 +43,7 @@ class PredictFastPath:
     def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
         self.state = state  # the FastAPI app's state: ``served`` and ``settings``
-        self.route: Any = None  # the FastAPI route of /predict, found on first use
+        self.route: Any = _UNSET  # the FastAPI route of /predict, found on first use
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -69,8 +71,8 @@ class PredictFastPath:
             len(t) > settings.max_text_chars for t in texts
         ):
             return await self._fallback(scope, receive, send, messages)
-        if self.route is None:
-            self.route = _find_route(scope)
+        if self.route is _UNSET:
+            self.route = _find_route(getattr(scope.get("app"), "routes", ()))
         if self.route is not None:
             scope["route"] = self.route
 
@@ -103,9 +105,13 @@ def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _find_route(scope: Scope) -> Any:
-    app = scope.get("app")
-    for route in getattr(app, "routes", ()):
+def _find_route(routes: Iterable[Any]) -> Any:
+    """The ``POST /predict`` route among ``routes``, looking inside included routers too."""
+    for route in routes:
         if getattr(route, "path", None) == PATH and "POST" in (getattr(route, "methods", None) or ()):
             return route
+        # FastAPI >= 0.165 keeps an included router as one entry that wraps it.
+        included = getattr(route, "original_router", None)
+        if included is not None and (found := _find_route(included.routes)) is not None:
+            return found
     return None

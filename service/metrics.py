@@ -63,6 +63,7 @@ class Metrics:
             "sentiment_model_reloads", "model reloads, by outcome", ["outcome"], registry=r
         )
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._prediction_children: dict[str, Counter] = {}
 
     def watch_queue(self, queued: Callable[[], int], capacity: Callable[[], int]) -> None:
         self.queue_depth.set_function(queued)
@@ -77,7 +78,10 @@ class Metrics:
         for p in predictions:
             counts[p.label] = counts.get(p.label, 0) + 1
         for label, n in counts.items():
-            self.predictions.labels(label).inc(n)
+            child = self._prediction_children.get(label)
+            if child is None:
+                child = self._prediction_children[label] = self.predictions.labels(label)
+            child.inc(n)
 
     def on_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from service import routes
+from service import observability, routes
 from service.app import create_app
 from service.settings import Settings
 
@@ -90,3 +91,17 @@ def test_metrics_name_the_route(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert 'sentiment_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in metrics
     assert 'sentiment_predictions_total{label="' in metrics
+
+
+def test_the_route_is_in_the_scope(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path names FastAPI's route, as the router would (metrics skip matching the path)."""
+    seen = []
+    route_of = observability.route_of
+
+    def spy(scope):  # type: ignore[no-untyped-def]
+        seen.append(scope.get("route"))
+        return route_of(scope)
+
+    monkeypatch.setattr(observability, "route_of", spy)
+    client.post("/predict", json={"texts": ["love"]})
+    assert isinstance(seen[0], APIRoute) and seen[0].path == "/predict" and seen[0].methods == {"POST"}
