@@ -15,7 +15,9 @@
    back, so a busy neighbour on a shared machine moves both figures, not just one.
 3. Load from ``wrk``: one real corpus sentence per request (the default corpus, shuffled), keep-alive
    connections; requests/s, p50/p95/p99 latency, errors (socket errors, timeouts and non-2xx), and
-   the mean batch size from the service's ``GET /metrics`` (``sentiment_batch_size_texts``).
+   the mean batch size from the service's ``GET /metrics`` (``sentiment_batch_size_texts``), and
+   the share of the machine's CPU time that the hypervisor gave to other guests meanwhile ("CPU
+   stolen", the steal column of ``/proc/stat``): on a shared VM, what makes two runs disagree.
 4. Soak: the batching service at concurrency 256 for ``--soak`` seconds; resident memory at start
    and end.
 
@@ -97,6 +99,7 @@ class Cell:
     mean_batch: float | None
     errors: int
     limit: float | None = None  # model-only texts/s, measured just before this cell
+    stolen: float | None = None  # share of the machine's CPU time the hypervisor gave elsewhere
 
 
 def bench_predictor(texts: list[str]) -> Predictor:
@@ -317,10 +320,27 @@ def wrk(server: Server, concurrency: int, seconds: float, files: Path) -> dict:
     return dict(json.loads(line[len("RESULT ") :]))
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(stolen, total) CPU ticks of the whole machine since boot, from ``/proc/stat`` (Linux only)."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
+    ticks = [int(x) for x in first[1:9]]
+    return (ticks[7], sum(ticks)) if first[0] == "cpu" and len(ticks) == 8 else None
+
+
+def stolen_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def measure(server: Server, concurrency: int, seconds: float, files: Path) -> Cell:
-    before = server.batches()
+    before, ticks = server.batches(), cpu_times()
     result = wrk(server, concurrency, seconds, files)
-    after = server.batches()
+    after, stolen = server.batches(), stolen_share(ticks, cpu_times())
     mean_batch = None
     if before and after and after[1] > before[1]:
         mean_batch = (after[0] - before[0]) / (after[1] - before[1])
@@ -333,6 +353,7 @@ def measure(server: Server, concurrency: int, seconds: float, files: Path) -> Ce
         result["p99"] / 1000,
         mean_batch,
         int(result["errors"]),
+        stolen=stolen,
     )
 
 
@@ -384,15 +405,16 @@ def against(change: str, texts: list[str], concurrencies: list[int], args: argpa
 def table(cells: list[Cell]) -> str:
     lines = [
         "| batching | concurrency | requests/s | p50 ms | p95 ms | p99 ms | mean batch | errors "
-        "| model-only limit beside it |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model-only limit beside it | CPU stolen |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         batch = f"{c.mean_batch:.1f}" if c.mean_batch is not None else "n/a"
         limit = f"{c.limit:,.0f} ({c.rps / c.limit:.0%})" if c.limit else ""
+        stolen = f"{c.stolen:.0%}" if c.stolen is not None else "n/a"
         lines.append(
             f"| {c.mode} | {c.concurrency} | {c.rps:,.0f} | {c.p50_ms:.1f} | {c.p95_ms:.1f} "
-            f"| {c.p99_ms:.1f} | {batch} | {c.errors} | {limit} |"
+            f"| {c.p99_ms:.1f} | {batch} | {c.errors} | {limit} | {stolen} |"
         )
     return "\n".join(lines)
 
@@ -517,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"soak, batching on, c=256 for {args.soak:.0f} s: {cell.rps:,.0f} requests/s, "
             f"p99 {cell.p99_ms:.1f} ms, {cell.errors} errors; RSS {start:.0f} -> {end:.0f} MiB"
+            + (f"; CPU stolen {cell.stolen:.0%}" if cell.stolen is not None else "")
         )
     print("\n" + "\n".join(verdict(cells, rates[best])))
     if args.json:
