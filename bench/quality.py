@@ -1,210 +1,235 @@
-"""Model quality and training speed, side by side in one run, on the default corpus's fixed split.
+"""Model quality in one run, fixed seeds: our BiLSTM against TF-IDF + logistic regression and VADER.
 
-    python -m bench.quality --threads 1                       # everything (~15 min on 2 cores)
-    python -m bench.quality --checkpoint checkpoints/default  # reuse the shipped model's training run
-    python -m bench.quality --quick                           # 2 epochs on a sample: checks the script
+    python -m bench.quality                                    # everything (~35 min on 2 cores)
+    python -m bench.quality --checkpoint checkpoints/default   # table 1 from the shipped model
+    python -m bench.quality --quick                            # 1 epoch on samples: checks the script
 
-Prints, for the default corpus, a table of the TF-IDF (word 1-2-grams + character 2-5-grams) +
-logistic-regression baseline and our BiLSTM with the training CLI's defaults; then the training-speed
-ratio of our pipeline to a plain reference loop (every batch padded to a fixed length by Python, no
-bucketing, no packing), same model, side by side. Out of domain, the two tweet models score binary
-movie-review sentences unchanged (nothing about movies was seen); then both are retrained on those
-sentences (a user's data), on several seeded splits, with the mean difference.
-Needs the bench extra: pip install -e '.[bench]'.
+1. Each domain's held-out test split of the default corpus (split by document): 3-class accuracy and
+   macro-F1, and binary accuracy on the sentences people rated clearly positive or negative (positive
+   when P(positive) > P(negative); for VADER, when its compound score is above 0).
+2. Leave one domain out: the default corpus without Amazon, NYT or movies in turn, scored on all of
+   the left-out domain.
+3. Retraining on a user's binary data: the movie-review sentences, several seeded splits.
+4. Calibration: ECE on each domain's test split with and without the fitted temperature.
+5. Training speed: tokens/s of our pipeline against a plain reference loop, same model.
+
+Needs the bench extra: pip install -e '.[bench]' (scikit-learn and vaderSentiment).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from bench import movie_snippets
-from model.checkpoint import load_checkpoint
-from model.network import SentimentClassifier
+from bench.speed import training_speed
+from model.checkpoint import Checkpoint, load_checkpoint
 from model.predictor import Predictor
-from model.tokenizer import PAD_ID
-from training.batches import EncodedSplit, bucketed_batches, collate, encode_split
-from training.data import Dataset, load_dataset, load_default_corpus
-from training.metrics import classification_report
-from training.train import Splits, TrainConfig, build_model, build_tokenizer, make_splits, train
+from training.cli import default_threads
+from training.data import Dataset, load_default_corpus, load_movie_sentences
+from training.metrics import expected_calibration_error
+from training.train import TrainConfig, make_splits, train
 
 try:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.metrics import f1_score
+    from sklearn.pipeline import Pipeline, make_pipeline, make_union
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 except ImportError as exc:  # pragma: no cover - a message, not a traceback
-    raise SystemExit("bench.quality needs scikit-learn: pip install -e '.[bench]'") from exc
+    raise SystemExit("bench.quality needs the bench extra: pip install -e '.[bench]'") from exc
+
+LABELS = ["negative", "neutral", "positive"]
+HELD_OUT = ("amazon", "nyt", "movies")  # the domains left out in turn (table 2)
 
 
-# Class probabilities of a trained model for some texts, columns in the order of its label names.
-Scorer = Callable[[list[str]], tuple[np.ndarray, list[str]]]
+@dataclass
+class Answers:
+    """A system's answers on some texts: 3-class label indices into LABELS, the binary call, and
+    probabilities where the system has them (for ECE)."""
+
+    label: np.ndarray  # (N,) int
+    positive: np.ndarray  # (N,) bool
+    probs: np.ndarray | None = None  # (N, 3)
 
 
-def tfidf_baseline(splits: Splits) -> tuple[dict, Scorer]:
-    """The linear baseline people try first; C=2 was the best of 1/2/4/8 on the validation split."""
+System = Callable[[list[str]], Answers]
+
+
+def from_probabilities(probs: np.ndarray, labels: Sequence[str]) -> Answers:
+    """Answers from (N, L) probabilities; columns reordered to LABELS (a binary model has no neutral)."""
+    full = np.zeros((len(probs), len(LABELS)))
+    for k, name in enumerate(labels):
+        full[:, LABELS.index(name)] = probs[:, k]
+    positive = full[:, LABELS.index("positive")] > full[:, LABELS.index("negative")]
+    return Answers(full.argmax(1), positive, full)
+
+
+def bilstm_system(checkpoint: Checkpoint) -> System:
+    predictor = Predictor(checkpoint, device="cpu", batch_size=256)
+    return lambda texts: from_probabilities(predictor.predict_proba(texts)[0], predictor.labels)
+
+
+def tfidf_pipeline() -> Pipeline:
+    """The linear baseline people try first: word 1-2-grams and character 2-5-grams, C=2 (the best of
+    1/2/4/8 on the tweets' validation split)."""
     features = make_union(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True),
     )
-    pipeline = make_pipeline(features, LogisticRegression(C=2.0, max_iter=2000))
+    return make_pipeline(features, LogisticRegression(C=2.0, max_iter=2000))
+
+
+def tfidf_system(train_split: Dataset) -> tuple[System, float]:
+    pipeline = tfidf_pipeline()
     start = time.perf_counter()
-    pipeline.fit(splits.train.texts, splits.train.labels)
+    pipeline.fit(train_split.texts, train_split.labels)
     seconds = time.perf_counter() - start
     classes = [str(c) for c in pipeline.classes_]
-    probs = pipeline.predict_proba(splits.test.texts)
-    truth = np.array([classes.index(label) for label in splits.test.labels])
-    report = {**classification_report(truth, probs, classes), "seconds": seconds, "tokens_per_second": None}
-    return report, lambda texts: (pipeline.predict_proba(texts), classes)
+    return lambda texts: from_probabilities(pipeline.predict_proba(texts), classes), seconds
 
 
-def bilstm(data: Dataset, config: TrainConfig, checkpoint: Path | None = None) -> tuple[dict, Scorer]:
-    """Train with ``config`` on ``data``, or take the test report of a checkpoint trained that way."""
+def vader_system() -> System:
+    """VADER's documented rule: compound >= 0.05 positive, <= -0.05 negative, neutral between."""
+    analyzer = SentimentIntensityAnalyzer()
+
+    def answer(texts: list[str]) -> Answers:
+        compound = np.array([analyzer.polarity_scores(t)["compound"] for t in texts])
+        label = np.where(compound >= 0.05, 2, np.where(compound <= -0.05, 0, 1))
+        return Answers(label, compound > 0)
+
+    return answer
+
+
+def score(answers: Answers, data: Dataset) -> dict[str, float]:
+    truth = np.array([LABELS.index(label) for label in data.labels])
+    clear = truth != LABELS.index("neutral")
+    present = sorted(set(truth.tolist()))
+    report = {
+        "accuracy": float((answers.label == truth).mean()),
+        "macro_f1": float(f1_score(truth, answers.label, labels=present, average="macro")),
+        "binary": float((answers.positive[clear] == (truth[clear] == LABELS.index("positive"))).mean()),
+    }
+    if answers.probs is not None:
+        report["ece"] = expected_calibration_error(answers.probs, truth)
+    return report
+
+
+def domains_of(data: Dataset) -> list[str]:
+    return list(dict.fromkeys(data.domains or ()))
+
+
+def print_domain_table(title: str, results: dict[str, dict[str, dict[str, float]]], sizes: dict) -> None:
+    """``results[domain][system]`` as one markdown table, then each domain's BiLSTM margins."""
+    print(f"\n{title}\n")
+    print("| domain | sentences | system | 3-class accuracy | 3-class macro-F1 | binary accuracy |")
+    print("|---|---:|---|---:|---:|---:|")
+    for domain, rows in results.items():
+        for system, r in rows.items():
+            cells = f"{100 * r['accuracy']:.1f} % | {100 * r['macro_f1']:.1f} | {100 * r['binary']:.1f} %"
+            print(f"| {domain} | {sizes[domain]:,} | {system} | {cells} |")
+    print()
+    for domain, rows in results.items():
+        ours = rows["BiLSTM"]["binary"]
+        margins = ", ".join(
+            f"{100 * (ours - r['binary']):+.1f} over {name}" for name, r in rows.items() if name != "BiLSTM"
+        )
+        print(f"{domain}: BiLSTM binary {margins}")
+
+
+def held_out_domains(data: Dataset, config: TrainConfig, checkpoint: Path | None) -> Checkpoint:
+    """Table 1 (and 4): every system on each domain's test split of the default corpus."""
+    splits = make_splits(data, config)
     if checkpoint is not None:
         trained = load_checkpoint(checkpoint)
-        print(f"  BiLSTM figures from {checkpoint} (trained by `python -m training` with these defaults)")
+        print(f"BiLSTM from {checkpoint} (trained by `python -m training` with these defaults)", flush=True)
     else:
         trained = train(data, config, None, progress=False).checkpoint
-    m = trained.metrics
-    report = {
-        **m["test"],
-        "ece_uncalibrated": m["test_uncalibrated_ece"],
-        "seconds": m["train_seconds"],
-        "tokens_per_second": m["train_tokens_per_second"],
-    }
-    predictor = Predictor(trained, batch_size=256)
-    return report, lambda texts: (predictor.predict_proba(texts)[0], predictor.labels)
-
-
-def out_of_domain(scorers: dict[str, Scorer], data: Dataset) -> None:
-    """Models trained on the tweets, scored unchanged on binary movie sentences: positive when
-    P(positive) > P(negative). Nothing about movies was seen, so this rewards what generalises."""
-    print(
-        f"\nOut of domain: the default-corpus models above, not retrained, on {len(data):,} binary "
-        "movie-review sentences (positive when P(positive) > P(negative))\n"
+    tfidf, tfidf_seconds = tfidf_system(splits.train)
+    systems = {"BiLSTM": bilstm_system(trained), "TF-IDF + LR": tfidf, "VADER": vader_system()}
+    results, sizes = {}, {}
+    for domain in domains_of(splits.test):
+        test = splits.test.domain(domain)
+        sizes[domain] = len(test)
+        results[domain] = {name: score(system(test.texts), test) for name, system in systems.items()}
+    print_domain_table(
+        f"1. Held-out test split of each domain ({len(splits.train):,} training sentences, seed "
+        f"{config.seed}; BiLSTM trained in {trained.metrics['train_seconds']:.0f} s, "
+        f"TF-IDF + LR in {tfidf_seconds:.0f} s)",
+        results,
+        sizes,
     )
-    print("| model | accuracy |\n|---|---|")
-    truth = np.array([label == "positive" for label in data.labels])
-    for name, score in scorers.items():
-        probs, labels = score(data.texts)
-        positive = probs[:, labels.index("positive")] > probs[:, labels.index("negative")]
-        print(f"| {name} | {(positive == truth).mean():.4f} |", flush=True)
+    calibration(trained, splits.test)
+    return trained
 
 
-def plain_forward(model: SentimentClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The same modules run the naive way: the LSTM steps through every padded position."""
-    states, _ = model.lstm(model.embedding_dropout(model.embedding(ids)))  # (B, T, 2H)
-    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
-    mean = states.masked_fill(~mask, 0.0).sum(1) / lengths[:, None]
-    maximum = states.masked_fill(~mask, float("-inf")).amax(1)
-    return model.head(model.head_dropout(torch.cat([maximum, mean], dim=-1)))
+def calibration(trained: Checkpoint, test: Dataset) -> None:
+    """Table 4: ECE per domain with the checkpoint's temperature and with none."""
+    raw = bilstm_system(replace(trained, temperature=1.0))
+    calibrated = bilstm_system(trained)
+    print(f"\n4. Calibration: ECE on each test split (temperature {trained.temperature:.3f} and 1)\n")
+    print("| domain | ECE calibrated | ECE uncalibrated |\n|---|---:|---:|")
+    for domain in domains_of(test):
+        part = test.domain(domain)
+        cells = [score(system(part.texts), part)["ece"] for system in (calibrated, raw)]
+        print(f"| {domain} | {cells[0]:.4f} | {cells[1]:.4f} |", flush=True)
 
 
-Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ids, lengths, labels
+def leave_one_domain_out(data: Dataset, config: TrainConfig, domains: Sequence[str]) -> None:
+    """Table 2: trained without one domain, scored on all of it (nothing of it was seen)."""
+    results, sizes = {}, {}
+    for left_out in domains:
+        rest = data.subset([i for i, d in enumerate(data.domains or []) if d != left_out])
+        unseen = data.domain(left_out)
+        trained = train(rest, config, None, progress=False).checkpoint
+        tfidf, _ = tfidf_system(make_splits(rest, config).train)
+        systems = {"BiLSTM": bilstm_system(trained), "TF-IDF + LR": tfidf, "VADER": vader_system()}
+        sizes[left_out] = len(unseen)
+        results[left_out] = {name: score(system(unseen.texts), unseen) for name, system in systems.items()}
+        print(f"  trained without {left_out} in {trained.metrics['train_seconds']:.0f} s", flush=True)
+    print_domain_table("2. Leave one domain out: trained without it, scored on all of it", results, sizes)
 
 
-def reference_batches(split: EncodedSplit, config: TrainConfig, rng: np.random.Generator) -> Iterator[Step]:
-    """Shuffled batches, each padded to max_length by a Python loop: what a first attempt looks like."""
-    order = rng.permutation(len(split))
-    for start in range(0, len(order), config.batch_size):
-        rows = order[start : start + config.batch_size]
-        padded = []
-        for r in rows:
-            seq = split.flat[split.offsets[r] : split.offsets[r] + split.lengths[r]].tolist()
-            padded.append(seq + [PAD_ID] * (config.max_length - len(seq)))
-        yield (
-            torch.tensor(padded),
-            torch.from_numpy(split.lengths[rows]),
-            torch.from_numpy(split.labels[rows]),
+def binary_retraining(data: Dataset, config: TrainConfig, count: int) -> None:
+    """Table 3: a user's binary sentences, retrained with the defaults on ``count`` seeded splits."""
+    runs: dict[str, list[tuple[float, float, float]]] = {"BiLSTM (defaults)": [], "TF-IDF + LR": []}
+    for k in range(count):
+        seeded = replace(config, seed=config.seed + k)
+        splits = make_splits(data, seeded)
+        start = time.perf_counter()
+        trained = train(data, seeded, None, progress=False).checkpoint
+        ours = score(bilstm_system(trained)(splits.test.texts), splits.test)
+        runs["BiLSTM (defaults)"].append((ours["accuracy"], ours["macro_f1"], time.perf_counter() - start))
+        tfidf, seconds = tfidf_system(splits.train)
+        base = score(tfidf(splits.test.texts), splits.test)
+        runs["TF-IDF + LR"].append((base["accuracy"], base["macro_f1"], seconds))
+        print(
+            f"  split {k + 1}: BiLSTM {ours['accuracy']:.4f}, TF-IDF + LR {base['accuracy']:.4f}", flush=True
         )
-
-
-def pipeline_batches(split: EncodedSplit, config: TrainConfig, rng: np.random.Generator) -> Iterator[Step]:
-    """The training CLI's batches: length-bucketed, padded in numpy, word dropout applied."""
-    for rows in bucketed_batches(split, config.batch_size, rng):
-        yield collate(split, rows, config.word_dropout, rng)
-
-
-def training_speed(splits: Splits, config: TrainConfig, batches: int, rounds: int = 3) -> tuple[float, float]:
-    """Tokens/s of our pipeline and of the plain reference loop, same model size, measured in
-    alternating rounds of ``batches`` optimiser steps each, so machine noise hits both alike."""
-    tokenizer, glove = build_tokenizer(splits.train.texts, config)
-    index = {name: k for k, name in enumerate(splits.labels)}
-    split = encode_split(tokenizer, splits.train.texts, np.array([index[x] for x in splits.train.labels]))
-    ways = {
-        "pipeline": (pipeline_batches, lambda m, ids, lengths: m(ids, lengths)),
-        "reference": (reference_batches, plain_forward),
-    }
-    totals = {name: [0, 0.0] for name in ways}
-    for _ in range(rounds):
-        for name, (make_batches, forward) in ways.items():
-            model = build_model(config, tokenizer, len(splits.labels), glove).train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-            steps = itertools.islice(make_batches(split, config, np.random.default_rng(config.seed)), batches)
-            start = time.perf_counter()
-            for ids, lengths, labels in steps:
-                loss = nn.functional.cross_entropy(forward(model, ids, lengths), labels)
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-                optimizer.step()
-                totals[name][0] += int(lengths.sum())
-            totals[name][1] += time.perf_counter() - start
-    return totals["pipeline"][0] / totals["pipeline"][1], totals["reference"][0] / totals["reference"][1]
-
-
-def compare(
-    title: str, data: Dataset, config: TrainConfig, checkpoint: Path | None = None
-) -> tuple[dict[str, dict], dict[str, Scorer]]:
-    """Baseline and BiLSTM on the same seeded split of ``data``: test reports, and the models."""
-    splits = make_splits(data, config)
     print(
-        f"{title}: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test "
-        f"(seed {config.seed})",
+        f"\n3. Retraining on {len(data):,} binary movie-review sentences: mean (standard deviation) over "
+        f"{count} seeded 80/10/10 splits; seconds include the BiLSTM's tokenizer, GloVe and calibration\n"
+    )
+    print("| model | test accuracy | test macro-F1 | training s |\n|---|---:|---:|---:|")
+    for name, values in runs.items():
+        table = np.array(values)
+        cells = [f"{100 * table[:, j].mean():.2f} ({100 * _std(table[:, j]):.2f})" for j in (0, 1)]
+        print(f"| {name} | {cells[0]} | {cells[1]} | {table[:, 2].mean():.1f} |")
+    gaps = 100 * (np.array(runs["BiLSTM (defaults)"])[:, 0] - np.array(runs["TF-IDF + LR"])[:, 0])
+    print(
+        f"\nBiLSTM - TF-IDF + LR, accuracy: mean {gaps.mean():+.2f} points (standard error "
+        f"{_std(gaps) / np.sqrt(len(gaps)):.2f}); per split {', '.join(f'{g:+.2f}' for g in gaps)}",
         flush=True,
     )
-    runs = {"TF-IDF + LR": tfidf_baseline(splits), "BiLSTM (defaults)": bilstm(data, config, checkpoint)}
-    rows = {name: report for name, (report, _) in runs.items()}
-    print_table(title, rows)
-    return rows, {name: scorer for name, (_, scorer) in runs.items()}
 
 
-def compare_splits(title: str, data: Dataset, config: TrainConfig, count: int) -> None:
-    """Baseline and BiLSTM on ``count`` seeded splits (seeds ``config.seed``, ``+1``, ...): on a
-    small corpus one test split's sampling error (~1.3 points at 1,000 rows) hides the difference."""
-    runs = [
-        compare(f"{title}, split {k + 1} of {count}", data, replace(config, seed=config.seed + k))[0]
-        for k in range(count)
-    ]
-    names = list(runs[0])
-    print(f"\n{title}: mean (standard deviation) over {count} seeded splits\n")
-    print("| model | test accuracy | test macro-F1 | ECE | training s |")
-    print("|---|---|---|---|---|")
-    for name in names:
-        cells = [_spread([run[name][key] for run in runs]) for key in ("accuracy", "macro_f1", "ece")]
-        seconds = np.mean([run[name]["seconds"] for run in runs])
-        print(f"| {name} | {' | '.join(cells)} | {seconds:.1f} |")
-    base, ours = names
-    print()
-    for key in ("accuracy", "macro_f1"):
-        gaps = 100 * np.array([run[ours][key] - run[base][key] for run in runs])
-        error = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else float("nan")
-        print(
-            f"BiLSTM - baseline, {key}: mean {gaps.mean():+.2f} points (standard error {error:.2f}); "
-            f"per split {', '.join(f'{g:+.2f}' for g in gaps)}",
-            flush=True,
-        )
-
-
-def _spread(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} ({np.std(values, ddof=1) if len(values) > 1 else 0:.4f})"
+def _std(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def main() -> None:
@@ -212,65 +237,46 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="2 epochs on 5k examples: checks the script, not quality"
+        "--quick", action="store_true", help="1 epoch on samples: checks the script, not quality"
     )
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        help="take the default-corpus BiLSTM figures from this checkpoint, "
-        "trained by `python -m training` with the defaults, instead of training again",
+        help="take table 1's BiLSTM from this checkpoint, trained by `python -m training` with the "
+        "defaults, instead of training it again",
     )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the cores free now)")
+    parser.add_argument("--binary-splits", type=int, default=5, help="seeded splits of table 3")
     parser.add_argument("--speed-batches", type=int, default=60, help="optimiser steps per speed round")
     parser.add_argument(
-        "--skip-binary", action="store_true", help="skip the binary movie-sentence retraining check"
-    )
-    parser.add_argument(
-        "--binary-splits", type=int, default=5, help="seeded splits of the binary check (mean reported)"
+        "--skip", nargs="*", default=[], choices=["lodo", "binary", "speed"], help="tables to skip"
     )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     config = TrainConfig()
     if args.quick:
-        config = replace(config, epochs=2, max_examples=5_000)
+        config = replace(config, epochs=1, max_examples=3_000)
     if args.checkpoint is not None:
-        # Options added since the checkpoint was trained are missing from it; their defaults keep the
-        # old behaviour, so only the values it does store must match.
         expected = asdict(config)
         if {**expected, **load_checkpoint(args.checkpoint).training} != expected:
             parser.error(f"{args.checkpoint} was not trained with the default training config")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     data = load_default_corpus()
-    _, scorers = compare("Default corpus (CrowdFlower tweets, 3 classes)", data, config, args.checkpoint)
-    movie = load_dataset(movie_snippets.fetch(), "text", "label")
-    out_of_domain(scorers, movie)
-    ours, reference = training_speed(make_splits(data, config), config, args.speed_batches)
-    print(
-        f"\ntraining speed, same model, alternating rounds: our pipeline {ours:,.0f} tokens/s, "
-        f"plain reference loop (padded to {config.max_length}, no bucketing, no packing) "
-        f"{reference:,.0f} tokens/s: {ours / reference:.2f}x",
-        flush=True,
-    )
-    if not args.skip_binary:
-        title = "Retraining on binary movie-review sentences (vaderSentiment snippets)"
-        compare_splits(title, movie, config, 2 if args.quick else args.binary_splits)
-
-
-def print_table(title: str, rows: dict[str, dict]) -> None:
-    print(f"\n{title}\n")
-    print("| model | test accuracy | test macro-F1 | ECE (uncalibrated) | training s | training tokens/s |")
-    print("|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        tps = f"{r['tokens_per_second']:,.0f}" if r["tokens_per_second"] else "n/a"
-        ece = f"{r['ece']:.4f}" + (f" ({r['ece_uncalibrated']:.4f})" if "ece_uncalibrated" in r else "")
-        print(f"| {name} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {ece} | {r['seconds']:.1f} | {tps} |")
-    base, ours = rows["TF-IDF + LR"], rows["BiLSTM (defaults)"]
-    print(
-        f"\nBiLSTM - baseline: accuracy {100 * (ours['accuracy'] - base['accuracy']):+.2f} points, "
-        f"macro-F1 {100 * (ours['macro_f1'] - base['macro_f1']):+.2f} points",
-        flush=True,
-    )
+    trained = held_out_domains(data, config, args.checkpoint)
+    if "lodo" not in args.skip:
+        leave_one_domain_out(data, config, HELD_OUT[:1] if args.quick else HELD_OUT)
+    if "binary" not in args.skip:
+        binary_retraining(load_movie_sentences(), config, 2 if args.quick else args.binary_splits)
+    speed = trained.metrics["train_tokens_per_second"]
+    print(f"\n5. Training speed: the default model trained at {speed:,.0f} tokens/s", flush=True)
+    if "speed" not in args.skip:
+        ours, reference = training_speed(make_splits(data, config), config, args.speed_batches)
+        print(
+            f"same model, alternating rounds: our pipeline {ours:,.0f} tokens/s, plain reference loop "
+            f"(padded to {config.max_length}, no bucketing, no packing) {reference:,.0f} tokens/s: "
+            f"{ours / reference:.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ class ModelConfig:
     pooling: Pooling = "max_mean"
     pad_id: int = 0
     max_length: int = 128
+    # One more input per token beside its embedding: the word's prior valence from a sentiment
+    # lexicon (VADER's, scaled to [-1, 1]; 0 for words it lacks), stored in the weights file.
+    lexicon: bool = False
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2 or self.num_labels < 2:
@@ -32,6 +35,11 @@ class ModelConfig:
         for name in ("dropout", "embedding_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
+
+    @property
+    def input_size(self) -> int:
+        """Width of one LSTM input step: the embedding, plus the lexicon value when there is one."""
+        return self.embedding_dim + (1 if self.lexicon else 0)
 
     @property
     def encoder_size(self) -> int:

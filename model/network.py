@@ -23,8 +23,14 @@ class SentimentClassifier(nn.Module):
         self.directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, config.pad_id)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.use_lexicon = config.lexicon
+        # (V, 1) prior valence per token id, a buffer so that it is saved with the weights but never
+        # trained: words seen in no training text keep the lexicon's value.
+        rows = config.vocab_size if config.lexicon else 0
+        self.register_buffer("lexicon", torch.zeros(rows, 1), persistent=config.lexicon)
+        self.lexicon: torch.Tensor  # for type checkers: (V, 1), or (0, 1) without a lexicon
         self.lstm = nn.LSTM(
-            config.embedding_dim,
+            config.input_size,
             config.hidden_size,
             num_layers=config.num_layers,
             bidirectional=config.bidirectional,
@@ -37,7 +43,13 @@ class SentimentClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) of token ids, right-padded; lengths (B,) of true lengths, each >= 1."""
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+        return self.classify(self.embedding(ids), ids, lengths)
+
+    def classify(self, embedded: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits from the embeddings (B, T, E) of ``ids``: training perturbs them adversarially."""
+        x = self.embedding_dropout(embedded)  # (B, T, E)
+        if self.use_lexicon:
+            x = torch.cat([x, self.lexicon[ids]], dim=-1)  # (B, T, E + 1)
         # Packing makes the LSTM skip the padding, so padding cannot change the result.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)

@@ -21,6 +21,7 @@ class EncodedSplit:
     offsets: np.ndarray  # (N,) start of each text in ``flat``
     lengths: np.ndarray  # (N,) >= 1
     labels: np.ndarray  # (N,) int64 label index
+    domains: np.ndarray | None = None  # (N,) int64 domain index, when the data has domains
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -30,7 +31,9 @@ class EncodedSplit:
         return int(self.lengths.sum())
 
 
-def encode_split(tokenizer: TextTokenizer, texts: Sequence[str], labels: np.ndarray) -> EncodedSplit:
+def encode_split(
+    tokenizer: TextTokenizer, texts: Sequence[str], labels: np.ndarray, domains: np.ndarray | None = None
+) -> EncodedSplit:
     pieces, lengths = [], []
     for start in range(0, len(texts), ENCODE_CHUNK):
         batch = tokenizer.encode(texts[start : start + ENCODE_CHUNK])
@@ -39,7 +42,13 @@ def encode_split(tokenizer: TextTokenizer, texts: Sequence[str], labels: np.ndar
         lengths.append(batch.lengths.numpy())
     length_array = np.concatenate(lengths)
     offsets = np.concatenate([[0], np.cumsum(length_array)[:-1]])
-    return EncodedSplit(np.concatenate(pieces), offsets, length_array, np.asarray(labels, np.int64))
+    return EncodedSplit(
+        np.concatenate(pieces),
+        offsets,
+        length_array,
+        np.asarray(labels, np.int64),
+        None if domains is None else np.asarray(domains, np.int64),
+    )
 
 
 def bucketed_batches(

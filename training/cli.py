@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, file_sha256
 from training import distributed
-from training.corpus import CROWDFLOWER, PROJECT_ROOT
+from training.corpus import CROWDFLOWER, HUTTO, PROJECT_ROOT
 from training.data import DataError, Dataset, load_dataset, load_default_corpus
 from training.loop import Loop
 from training.metrics import format_report
@@ -42,6 +45,8 @@ HELP = {
     "max_length": "tokens kept per text; longer texts are truncated",
     "glove": "initialise embeddings from GloVe 6B 50d",
     "glove_words": "most frequent GloVe words added to the vocabulary",
+    "lexicon": "give the model each token's valence in the VADER lexicon as one more input",
+    "adversarial": "norm of adversarial perturbations of the embeddings in training (0: off)",
     "freeze_embeddings": "keep the pretrained embeddings fixed",
     "embedding_lr_scale": "learning rate of the embeddings, relative to --lr",
     "embedding_dim": "embedding width (50 with GloVe)",
@@ -78,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint directory to write")
     run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     run.add_argument(
-        "--threads", type=int, help="CPU threads for torch (default: one per core; use 1 on a busy machine)"
+        "--threads", type=int, help="CPU threads for torch (default: the cores not busy at the start)"
     )
     run.add_argument("--resume", action="store_true", help="continue an interrupted run into --output")
     run.add_argument("--tiny", action="store_true", help="a very small model on a few hundred examples")
@@ -98,6 +103,31 @@ def build_parser() -> argparse.ArgumentParser:
             kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), str)
             hyper.add_argument(flag, type=kind, default=f.default, help=HELP[f.name])
     return parser
+
+
+def default_threads(sample_s: float = 0.2) -> int:
+    """Torch threads for a run: the cores free right now. A thread on a core that another process
+    keeps busy holds every step back (the others wait for it), so on a busy machine fewer is faster."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        busy = cores * _busy_share(sample_s)
+    except OSError:  # no /proc/stat: fall back to the load average
+        busy = os.getloadavg()[0]
+    return max(1, min(cores, round(cores - busy)))
+
+
+def _busy_share(sample_s: float) -> float:
+    """Share of all CPU time spent outside idle and iowait over ``sample_s`` seconds (/proc/stat)."""
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]
+
+    total, idle = times()
+    time.sleep(sample_s)
+    total2, idle2 = times()
+    return 1 - (idle2 - idle) / max(1, total2 - total)
 
 
 def code_version() -> str:
@@ -120,9 +150,7 @@ def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Datase
 
     if args.data is None:
         data = load_default_corpus()
-        path = Path(data.source)
-        source = json.loads((path.parent / "SOURCE.json").read_text())
-        provenance = {"data": {"path": CROWDFLOWER.requirement, "sha256": file_sha256(path), **source}}
+        provenance = {"data": {"path": data.source, "sha256": data_sha256(data), "assets": asset_records()}}
     else:
         data = load(args.data)
         provenance = {"data": {"path": str(args.data), "sha256": file_sha256(args.data)}}
@@ -132,6 +160,19 @@ def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Datase
         if d is not None:
             provenance[name] = {"path": d.source, "sha256": file_sha256(Path(d.source))}
     return data, val, test, provenance
+
+
+def data_sha256(data: Dataset) -> str:
+    """SHA-256 of the rows as trained on: domain, group, label and text of each."""
+    digest = hashlib.sha256()
+    for row in zip(data.domains or (), data.groups or (), data.labels, data.texts, strict=False):
+        digest.update(("\t".join(row) + "\n").encode())
+    return digest.hexdigest()
+
+
+def asset_records() -> list[dict[str, Any]]:
+    """Where the default corpus came from: each package's SOURCE.json (requirement, hash, licence)."""
+    return [json.loads((asset.directory / "SOURCE.json").read_text()) for asset in (CROWDFLOWER, HUTTO)]
 
 
 def tensorboard_logger(directory: Path) -> Callable[[Loop], None]:
@@ -156,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
+    logging.getLogger(__name__).info("torch threads: %d", torch.get_num_threads())
     try:
         parallel = distributed.setup(args)  # under torchrun: data-parallel (training/distributed.py)
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})

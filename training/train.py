@@ -19,7 +19,7 @@ from model.config import ModelConfig
 from model.network import SentimentClassifier
 from model.predictor import resolve_device
 from model.tokenizer import TextTokenizer, words
-from training.batches import encode_split
+from training.batches import EncodedSplit, encode_split
 from training.data import DataError, Dataset, label_names, stratified_split
 from training.distributed import DataParallel
 from training.loop import Loop, predict_logits, softmax
@@ -50,6 +50,8 @@ class TrainConfig:
     max_length: int = 128
     glove: bool = True  # initialise embeddings from GloVe 6B 50d
     glove_words: int = 20_000  # most frequent GloVe words added to the vocabulary
+    lexicon: bool = True  # each token's VADER valence as one more input (training/lexicon.py)
+    adversarial: float = 0.0  # norm of adversarial embedding perturbations (Miyato et al. 2017); 0: off
     freeze_embeddings: bool = False
     embedding_lr_scale: float = 0.2  # embeddings' learning rate relative to lr
     embedding_dim: int = 50
@@ -79,6 +81,7 @@ TINY: dict[str, Any] = {
     "hidden_size": 16,
     "embedding_dim": 16,
     "glove": False,
+    "lexicon": False,
     "max_examples": 400,
     "vocab_size": 2_000,
     "batch_size": 32,
@@ -110,7 +113,9 @@ def make_splits(
     fractions = [
         f for f, given in ((config.val_fraction, val), (config.test_fraction, test)) if given is None
     ]
-    parts = stratified_split(data.labels, [1 - sum(fractions), *fractions], config.seed)
+    parts = stratified_split(
+        data.labels, [1 - sum(fractions), *fractions], config.seed, data.groups, data.domains
+    )
     train, rest = data.subset(parts[0]), [data.subset(p) for p in parts[1:]]
     val = val if val is not None else rest.pop(0)
     test = test if test is not None else rest.pop(0)
@@ -126,24 +131,41 @@ def make_splits(
     return Splits(train, val, test, labels)
 
 
-def build_tokenizer(texts: list[str], config: TrainConfig) -> tuple[TextTokenizer, Any]:
-    """Vocabulary from the training texts, plus (with GloVe) the most frequent GloVe words, so words
-    unseen in training but common in English still get a meaningful vector."""
-    if not config.glove:
-        return TextTokenizer.train(texts, config.max_length, config.vocab_size, config.min_frequency), None
-    from training.vectors import load_glove
+@dataclass
+class Priors:
+    """What a run knows about words before it sees a label: GloVe vectors and lexicon valences."""
 
-    glove_words, glove_vectors = load_glove()
-    known = set(glove_words)
-    counts = words(texts)
-    # A corpus word is kept if frequent enough, or if GloVe knows it (its vector carries meaning).
-    kept = [w for w, n in counts.most_common() if n >= config.min_frequency or w in known]
-    vocabulary = (kept + glove_words[: config.glove_words])[: config.vocab_size - 2]
-    return TextTokenizer.from_words(vocabulary, config.max_length), (glove_words, glove_vectors)
+    glove_words: list[str] = field(default_factory=list)
+    glove_vectors: np.ndarray | None = None
+    lexicon: dict[str, float] | None = None
+
+
+def load_priors(config: TrainConfig) -> Priors:
+    priors = Priors()
+    if config.glove:
+        from training.vectors import load_glove
+
+        priors.glove_words, priors.glove_vectors = load_glove()
+    if config.lexicon:
+        from training.lexicon import load_vader
+
+        priors.lexicon = load_vader()
+    return priors
+
+
+def build_tokenizer(texts: list[str], config: TrainConfig, priors: Priors) -> TextTokenizer:
+    """Vocabulary from the training texts, plus the lexicon's words and the most frequent GloVe words,
+    so words unseen in training but common in English still get a meaningful vector and valence."""
+    known = set(priors.glove_words) | set(priors.lexicon or ())
+    # A corpus word is kept if frequent enough, or if GloVe or the lexicon knows it.
+    kept = [w for w, n in words(texts).most_common() if n >= config.min_frequency or w in known]
+    extra = [*(priors.lexicon or ()), *priors.glove_words[: config.glove_words]]
+    vocabulary = list(dict.fromkeys(kept + extra))[: config.vocab_size - 2]
+    return TextTokenizer.from_words(vocabulary, config.max_length)
 
 
 def build_model(
-    config: TrainConfig, tokenizer: TextTokenizer, num_labels: int, glove: Any
+    config: TrainConfig, tokenizer: TextTokenizer, num_labels: int, priors: Priors | None = None
 ) -> SentimentClassifier:
     model = SentimentClassifier(
         ModelConfig(
@@ -156,16 +178,22 @@ def build_model(
             embedding_dropout=config.embedding_dropout,
             pooling=config.pooling,  # type: ignore[arg-type]
             max_length=config.max_length,
+            lexicon=config.lexicon,
         )
     )
-    if glove is not None:
+    vocabulary, priors = tokenizer.vocabulary(), priors or Priors()
+    if priors.glove_vectors is not None:
         from training.vectors import embedding_matrix
 
-        glove_words, glove_vectors = glove
-        matrix, found = embedding_matrix(tokenizer.vocabulary(), glove_words, glove_vectors, config.seed)
+        matrix, found = embedding_matrix(vocabulary, priors.glove_words, priors.glove_vectors, config.seed)
         model.embedding.weight.data.copy_(matrix)
         model.embedding.weight.requires_grad_(not config.freeze_embeddings)
         log.info("GloVe vectors for %d of %d vocabulary words", found, tokenizer.vocab_size)
+    if priors.lexicon is not None:
+        from training.lexicon import lexicon_column
+
+        model.lexicon.copy_(lexicon_column(vocabulary, priors.lexicon))
+        log.info("lexicon valence for %d vocabulary words", int((model.lexicon != 0).sum()))
     return model
 
 
@@ -183,6 +211,32 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     optimizer.step(closure)
     return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def encode_splits(tokenizer: TextTokenizer, splits: Splits) -> dict[str, EncodedSplit]:
+    """Token ids, label indices and (where the data has domains) domain indices of every split."""
+    index = {name: k for k, name in enumerate(splits.labels)}
+    domains = sorted({d for s in (splits.train, splits.val, splits.test) for d in s.domains or ()})
+    encoded = {}
+    for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        labels = np.array([index[label] for label in split.labels])
+        domain = None if split.domains is None else np.array([domains.index(d) for d in split.domains])
+        encoded[name] = encode_split(tokenizer, split.texts, labels, domain)
+    return encoded
+
+
+def domain_reports(
+    split: Dataset, encoded: EncodedSplit, probs: np.ndarray, labels: list[str]
+) -> dict[str, Any]:
+    """The test report of each domain, when the data has more than one."""
+    names = sorted(set(split.domains or ()))
+    if len(names) < 2 or encoded.domains is None:
+        return {}
+    return {
+        name: classification_report(encoded.labels[rows], probs[rows], labels)
+        for k, name in enumerate(names)
+        if len(rows := np.flatnonzero(encoded.domains == k))
+    }
 
 
 @dataclass
@@ -211,16 +265,13 @@ def train(
     splits = make_splits(data, config, val, test)
     fingerprint = splits.fingerprint()
     state = ResumeState.load(output, config, fingerprint) if resume and output is not None else None
+    priors = load_priors(config)
     if state is not None:
-        tokenizer, glove = TextTokenizer.from_json(state.tokenizer_json, config.max_length), None
+        tokenizer = TextTokenizer.from_json(state.tokenizer_json, config.max_length)
     else:
-        tokenizer, glove = build_tokenizer(splits.train.texts, config)
-    index = {name: k for k, name in enumerate(splits.labels)}
-    encoded = {
-        name: encode_split(tokenizer, s.texts, np.array([index[label] for label in s.labels]))
-        for name, s in (("train", splits.train), ("val", splits.val), ("test", splits.test))
-    }
-    model = build_model(config, tokenizer, len(splits.labels), glove).to(dev)
+        tokenizer = build_tokenizer(splits.train.texts, config, priors)
+    encoded = encode_splits(tokenizer, splits)
+    model = build_model(config, tokenizer, len(splits.labels), priors).to(dev)
     loop = Loop(model, config, encoded, dev, state, progress=progress)
     if parallel is not None:  # data-parallel hook: torchrun, see training/distributed.py
         parallel.attach(loop)
@@ -240,6 +291,9 @@ def train(
     metrics = {
         "test": classification_report(
             encoded["test"].labels, softmax(test_logits, temperature), splits.labels
+        ),
+        "test_domains": domain_reports(
+            splits.test, encoded["test"], softmax(test_logits, temperature), splits.labels
         ),
         "test_uncalibrated_ece": classification_report(
             encoded["test"].labels, softmax(test_logits), splits.labels

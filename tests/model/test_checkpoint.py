@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -23,6 +24,7 @@ from model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from model.network import SentimentClassifier
 from tests.conftest import CORPUS, tiny_checkpoint_object
 
 
@@ -233,3 +235,14 @@ def test_a_failed_first_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(OSError):
         save_checkpoint(tiny_checkpoint_object(), tmp_path / "ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lexicon_model_round_trips_with_its_valences(tmp_path: Path) -> None:
+    original = tiny_checkpoint_object(seed=4)
+    config = dataclasses.replace(original.config, lexicon=True)
+    original.model = SentimentClassifier(config).eval()
+    original.model.lexicon.uniform_(-1, 1)
+    loaded = load_checkpoint(save_checkpoint(original, tmp_path / "ckpt"))
+    assert loaded.config.lexicon
+    assert torch.equal(loaded.model.lexicon, original.model.lexicon)
+    assert torch.equal(logits(loaded), logits(original))

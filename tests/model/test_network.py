@@ -189,3 +189,31 @@ def test_config_rejects_bad_values(overrides: dict, message: str) -> None:
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown model config keys: \\['colour'\\]"):
         ModelConfig.from_dict({"vocab_size": 10, "num_labels": 2, "colour": "red"})
+
+
+def test_the_lexicon_is_one_more_input_per_token_and_changes_the_answer() -> None:
+    model = classifier(lexicon=True)
+    assert model.lstm.input_size == 7  # 6 embedding dimensions + the valence
+    batch = padded([SENTENCE, OTHERS[2]])
+    with torch.no_grad():
+        before = model(*batch)
+        model.lexicon[SENTENCE[0]] = 1.0  # only the first text holds this token
+        after = model(*batch)
+    assert not torch.allclose(before[0], after[0])
+    torch.testing.assert_close(before[1], after[1], rtol=0, atol=0)
+
+
+def test_the_lexicon_is_saved_with_the_weights_only_when_used() -> None:
+    assert "lexicon" in classifier(lexicon=True).state_dict()
+    assert "lexicon" not in classifier().state_dict()  # older checkpoints load unchanged
+
+
+def test_torchscript_with_the_lexicon_gives_the_same_logits() -> None:
+    model = classifier(lexicon=True)
+    model.lexicon.uniform_(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(model)
+    batch = padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(*batch), model(*batch), rtol=0, atol=1e-6)

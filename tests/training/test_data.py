@@ -10,7 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import DataError, Dataset, deduplicate, label_names, load_dataset, stratified_split
+from training.data import (
+    DataError,
+    Dataset,
+    deduplicate,
+    label_names,
+    load_dataset,
+    rating_label,
+    read_rated,
+    stratified_split,
+)
 
 TEXTS = ["I love it", "hello, world", "007", "worst day ever"]
 LABELS = ["pos", "neutral", "neutral", "neg"]
@@ -218,3 +227,49 @@ def test_stratified_split_is_deterministic_per_seed() -> None:
     other = stratified_split(labels, [0.5, 0.5], 8)
     assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(first, other, strict=True))
+
+
+def test_grouped_split_keeps_each_document_on_one_side() -> None:
+    # 40 documents of 5 sentences each in one domain, 200 single tweets in another.
+    groups = [f"d{k // 5}" for k in range(200)] + [f"t{k}" for k in range(200)]
+    domains = ["reviews"] * 200 + ["tweets"] * 200
+    labels = ["pos", "neg"] * 200
+    parts = stratified_split(labels, [0.8, 0.1, 0.1], 3, groups, domains)
+    sides = [{groups[i] for i in part} for part in parts]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert sorted(np.concatenate(parts).tolist()) == list(range(400))
+    for part, share in zip(parts, [0.8, 0.1, 0.1], strict=True):
+        for domain in ("reviews", "tweets"):  # every domain is divided in the same proportions
+            assert sum(domains[i] == domain for i in part) == round(200 * share)
+
+
+def test_rated_sentences_get_labels_by_the_neutral_band_and_groups_by_document(tmp_path: Path) -> None:
+    path = tmp_path / "rated.tsv"
+    path.write_text("1_1\t2.5\tgreat phone.\r\n1_2\t-0.4\tit is black.\r\n2_1\t-1.2\tit broke\r\n\r\n")
+    data = read_rated(path, "amazon")
+    assert data.texts == ["great phone.", "it is black.", "it broke"]
+    assert data.labels == ["positive", "neutral", "negative"]
+    assert data.groups == ["1", "1", "2"]
+    assert data.domains == ["amazon"] * 3
+    assert [rating_label(r) for r in (0.5, 0.51, -0.5, -0.51)] == [
+        "neutral",
+        "positive",
+        "neutral",
+        "negative",
+    ]
+
+
+def test_a_malformed_rated_line_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "rated.tsv"
+    path.write_text("1_1\t2.5\tfine\n1_2\tnot-a-number\toops\n")
+    with pytest.raises(DataError, match=r"rated.tsv, line 2"):
+        read_rated(path, "nyt")
+
+
+def test_concat_and_domain_keep_groups_and_domains_aligned() -> None:
+    a = Dataset(["x", "y"], ["pos", "neg"], "a", ["1", "1"], ["amazon", "amazon"])
+    b = Dataset(["z"], ["pos"], "b", ["1"], ["nyt"])
+    both = Dataset.concat([a, b], "both")
+    assert both.texts == ["x", "y", "z"] and both.domains == ["amazon", "amazon", "nyt"]
+    assert both.domain("nyt").texts == ["z"]
+    assert both.subset([2, 0]).groups == ["1", "1"]

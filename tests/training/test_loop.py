@@ -12,7 +12,8 @@ import torch
 from model.tokenizer import TextTokenizer
 from tests.conftest import CORPUS
 from training.batches import encode_split
-from training.loop import Loop
+from training.loop import Loop, predict_logits, softmax
+from training.metrics import classification_report
 from training.resume import ResumeState
 from training.train import TINY, TrainConfig, build_model
 
@@ -100,3 +101,31 @@ def test_patience_stops_after_epochs_without_improvement_and_0_never(
 def test_a_negative_patience_is_refused() -> None:
     with pytest.raises(ValueError, match="patience"):
         replace(CONFIG, patience=-1)
+
+
+def test_adversarial_training_adds_the_loss_under_the_worst_perturbation() -> None:
+    loop = make_loop(replace(CONFIG, adversarial=0.5, label_smoothing=0.0))
+    loop.model.eval()  # no dropout: both losses are deterministic
+    ids, lengths = torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2])
+    labels = torch.tensor([0, 2])
+    plain = torch.nn.functional.cross_entropy(loop.model(ids, lengths), labels)
+    total = loop._loss(ids, lengths, labels)
+    assert total.item() > 2 * plain.item()  # the perturbed loss is larger than the clean one
+    total.backward()
+    assert loop.model.embedding.weight.grad is not None
+
+
+def test_validation_weighs_each_domain_equally() -> None:
+    tokenizer = TextTokenizer.train(CORPUS, max_length=16, min_frequency=1)
+    labels = np.array([2, 2, 0, 0, 1, 1])
+    domains = np.array([0, 0, 0, 0, 0, 1])  # one domain of five texts, one of a single text
+    split = encode_split(tokenizer, CORPUS, labels, domains)
+    loop = make_loop(CONFIG)
+    loop.data["val"] = split
+    report = loop._validate()
+    logits = predict_logits(loop.model, split, torch.device("cpu"))
+    per_domain = [
+        classification_report(labels[rows], softmax(logits[rows]), ["0", "1", "2"])["macro_f1"]
+        for rows in (np.arange(5), np.array([5]))
+    ]
+    assert report["macro_f1"] == pytest.approx(np.mean(per_domain))
