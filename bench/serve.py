@@ -13,7 +13,7 @@
 2. Two real uvicorn processes (``python -m service``) on 127.0.0.1, one with ``SENTIMENT_BATCHING``
    true and one false, both up for the whole run; at each concurrency the two are measured back to
    back, so a busy neighbour on a shared machine moves both figures, not just one.
-3. Load from ``wrk``: one real corpus sentence per request (the default corpus, shuffled), keep-alive
+3. Load from ``wrk``: one real tweet per request (the CrowdFlower tweets, shuffled), keep-alive
    connections; requests/s, p50/p95/p99 latency, errors (socket errors, timeouts and non-2xx), and
    the mean batch size from the service's ``GET /metrics`` (``sentiment_batch_size_texts``), and
    the share of the machine's CPU time that the hypervisor gave to other guests meanwhile ("CPU
@@ -59,7 +59,7 @@ import torch
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from model.predictor import Predictor, configure_threads
 from service.settings import Settings
-from training.data import load_default_corpus
+from training.data import load_crowdflower, load_default_corpus
 from training.evaluate import evaluate
 from training.train import TrainConfig, make_splits
 
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         quantization_check(args.model_seconds)
         return 0
     if args.gil:
-        texts = list(load_default_corpus().texts)
+        texts = list(load_crowdflower().texts)
         random.Random(args.seed).shuffle(texts)
         gil_check(texts)
         return 0
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     default = "64" if args.against else "1,16,64,256"
     concurrencies = [int(c) for c in (args.concurrency or default).split(",")]
-    texts = list(load_default_corpus().texts)
+    texts = list(load_crowdflower().texts)
     random.Random(args.seed).shuffle(texts)
     if args.against:
         return against(args.against, texts, concurrencies, args)

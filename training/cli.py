@@ -59,6 +59,10 @@ HELP = {
     "val_fraction": "fraction of --data held out for validation (without --val)",
     "test_fraction": "fraction of --data held out for the test report (without --test)",
     "max_examples": "cap on training examples",
+    "init_from": (
+        "fine-tune from this checkpoint, or 'none' to train from scratch (default: with --data, the "
+        "shipped model when it is there; without it, from scratch)"
+    ),
 }
 
 
@@ -77,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--text-column", default="text", help="column holding the texts")
     data.add_argument(
         "--label-column", default="label", help="column holding the labels (strings or integers)"
+    )
+    data.add_argument(
+        "--group-column", help="column of document ids: rows of one document stay on one side of a split"
     )
     data.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL files")
     run = parser.add_argument_group("run")
@@ -146,7 +153,7 @@ def code_version() -> str:
 
 def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Dataset | None, dict[str, Any]]:
     def load(path: Path) -> Dataset:
-        return load_dataset(path, args.text_column, args.label_column, args.encoding)
+        return load_dataset(path, args.text_column, args.label_column, args.encoding, args.group_column)
 
     if args.data is None:
         data = load_default_corpus()
@@ -173,6 +180,16 @@ def data_sha256(data: Dataset) -> str:
 def asset_records() -> list[dict[str, Any]]:
     """Where the default corpus came from: each package's SOURCE.json (requirement, hash, licence)."""
     return [json.loads((asset.directory / "SOURCE.json").read_text()) for asset in (CROWDFLOWER, HUTTO)]
+
+
+def init_from(args: argparse.Namespace, config: TrainConfig) -> str | None:
+    """The checkpoint to fine-tune from: as given, or by default the shipped model for a user's data."""
+    if config.init_from is not None:
+        return None if config.init_from.lower() == "none" else config.init_from
+    if args.data is None or args.tiny or args.dry_run or not (DEFAULT_CHECKPOINT / "config.json").is_file():
+        return None
+    logging.getLogger(__name__).info("fine-tuning from %s (--init-from none: from scratch)", DEFAULT_CHECKPOINT)
+    return str(DEFAULT_CHECKPOINT)
 
 
 def tensorboard_logger(directory: Path) -> Callable[[Loop], None]:
@@ -204,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
         if args.tiny or args.dry_run:
             config = tiny(config)
+        config = dataclasses.replace(config, init_from=init_from(args, config))
         data, val, test, provenance = load_data(args)
         provenance["code_version"] = code_version()
         main_process = parallel is None or parallel.is_main  # only rank 0 writes anything

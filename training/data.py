@@ -125,18 +125,24 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
 
 
 def load_dataset(
-    path: str | Path, text_column: str = "text", label_column: str = "label", encoding: str = "utf-8"
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    encoding: str = "utf-8",
+    group_column: str | None = None,
 ) -> Dataset:
-    """Load and check a labelled file: every row needs a non-empty string text and a label."""
+    """Load and check a labelled file: every row needs a non-empty string text and a label. Rows that
+    share a value of ``group_column`` (a document id, say) are kept on one side of every split."""
     frame = read_table(path, encoding)
     if frame.empty:
         raise DataError(f"{path}: no data rows")
-    for column in (text_column, label_column):
-        if column not in frame.columns:
+    for column in (text_column, label_column, group_column):
+        if column is not None and column not in frame.columns:
             raise DataError(f"{path}: no column {column!r}; columns are {', '.join(map(str, frame.columns))}")
     texts = [_check_text(path, row, v) for row, v in enumerate(frame[text_column], start=1)]
     labels = [_check_label(path, row, v) for row, v in enumerate(frame[label_column], start=1)]
-    return Dataset(texts, labels, source=str(path))
+    groups = None if group_column is None else [str(v) for v in frame[group_column]]
+    return Dataset(texts, labels, str(path), groups)
 
 
 def _check_text(path: str | Path, row: int, value: Any) -> str:

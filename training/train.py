@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.checkpoint import Checkpoint, save_checkpoint
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.network import SentimentClassifier
 from model.predictor import resolve_device
@@ -26,6 +26,7 @@ from training.loop import Loop, predict_logits, softmax
 from training.metrics import classification_report
 from training.plots import training_plots
 from training.resume import ResumeState
+from training.warm_start import extend_tokenizer, warm_model
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class TrainConfig:
     glove_words: int = 20_000  # most frequent GloVe words added to the vocabulary
     lexicon: bool = True  # each token's VADER valence as one more input (training/lexicon.py)
     adversarial: float = 0.0  # norm of adversarial embedding perturbations (Miyato et al. 2017); 0: off
+    init_from: str | None = None  # fine-tune from this checkpoint (training/warm_start.py)
     freeze_embeddings: bool = False
     embedding_lr_scale: float = 0.2  # embeddings' learning rate relative to lr
     embedding_dim: int = 50
@@ -153,12 +155,16 @@ def load_priors(config: TrainConfig) -> Priors:
     return priors
 
 
+def corpus_words(texts: list[str], config: TrainConfig, priors: Priors) -> list[str]:
+    """Training words, most frequent first, kept if frequent enough or known to GloVe or the lexicon."""
+    known = set(priors.glove_words) | set(priors.lexicon or ())
+    return [w for w, n in words(texts).most_common() if n >= config.min_frequency or w in known]
+
+
 def build_tokenizer(texts: list[str], config: TrainConfig, priors: Priors) -> TextTokenizer:
     """Vocabulary from the training texts, plus the lexicon's words and the most frequent GloVe words,
     so words unseen in training but common in English still get a meaningful vector and valence."""
-    known = set(priors.glove_words) | set(priors.lexicon or ())
-    # A corpus word is kept if frequent enough, or if GloVe or the lexicon knows it.
-    kept = [w for w, n in words(texts).most_common() if n >= config.min_frequency or w in known]
+    kept = corpus_words(texts, config, priors)
     extra = [*(priors.lexicon or ()), *priors.glove_words[: config.glove_words]]
     vocabulary = list(dict.fromkeys(kept + extra))[: config.vocab_size - 2]
     return TextTokenizer.from_words(vocabulary, config.max_length)
@@ -266,12 +272,18 @@ def train(
     fingerprint = splits.fingerprint()
     state = ResumeState.load(output, config, fingerprint) if resume and output is not None else None
     priors = load_priors(config)
+    base = load_checkpoint(config.init_from) if config.init_from else None
     if state is not None:
         tokenizer = TextTokenizer.from_json(state.tokenizer_json, config.max_length)
+    elif base is not None:
+        tokenizer = extend_tokenizer(base, corpus_words(splits.train.texts, config, priors), config)
     else:
         tokenizer = build_tokenizer(splits.train.texts, config, priors)
     encoded = encode_splits(tokenizer, splits)
-    model = build_model(config, tokenizer, len(splits.labels), priors).to(dev)
+    if base is not None:
+        model = warm_model(base, tokenizer, splits.labels, config, priors).to(dev)
+    else:
+        model = build_model(config, tokenizer, len(splits.labels), priors).to(dev)
     loop = Loop(model, config, encoded, dev, state, progress=progress)
     if parallel is not None:  # data-parallel hook: torchrun, see training/distributed.py
         parallel.attach(loop)

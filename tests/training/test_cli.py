@@ -219,3 +219,16 @@ def test_every_flag_has_help() -> None:
     parser = build_parser()
     for action in parser._actions:
         assert action.help, action.option_strings
+
+
+def test_init_from_fine_tunes_a_checkpoint_on_new_data(corpus: Path, tmp_path: Path) -> None:
+    base = save_checkpoint(tiny_checkpoint_object(), tmp_path / "base")
+    output = tmp_path / "tuned"
+    result = run(["--data", str(corpus), "--output", str(output), "--init-from", str(base), *FAST])
+    assert result.code == 0, result.err
+    tuned, original = load_checkpoint(output), load_checkpoint(base)
+    assert tuned.training["init_from"] == str(base)
+    assert tuned.config.hidden_size == original.config.hidden_size  # the base's architecture
+    vocabulary = original.tokenizer.vocabulary()
+    assert tuned.tokenizer.vocabulary()[: len(vocabulary)] == vocabulary
+    assert "happy" in tuned.tokenizer.vocabulary()[len(vocabulary) :]  # a word the base lacked

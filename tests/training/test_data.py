@@ -273,3 +273,10 @@ def test_concat_and_domain_keep_groups_and_domains_aligned() -> None:
     assert both.texts == ["x", "y", "z"] and both.domains == ["amazon", "amazon", "nyt"]
     assert both.domain("nyt").texts == ["z"]
     assert both.subset([2, 0]).groups == ["1", "1"]
+
+
+def test_a_group_column_gives_each_row_its_document(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", TEXTS, LABELS, doc=[7, 7, 8, 9])
+    assert load_dataset(path, group_column="doc").groups == ["7", "7", "8", "9"]
+    with pytest.raises(DataError, match="no column 'review'"):
+        load_dataset(path, group_column="review")
