@@ -59,10 +59,8 @@ HELP = {
     "val_fraction": "fraction of --data held out for validation (without --val)",
     "test_fraction": "fraction of --data held out for the test report (without --test)",
     "max_examples": "cap on training examples",
-    "init_from": (
-        "fine-tune from this checkpoint, or 'none' to train from scratch (default: with --data, the "
-        "shipped model when it is there; without it, from scratch)"
-    ),
+    "init_from": "fine-tune from this checkpoint (its architecture and vocabulary, extended) instead of "
+    "training from scratch",
 }
 
 
@@ -182,14 +180,11 @@ def asset_records() -> list[dict[str, Any]]:
     return [json.loads((asset.directory / "SOURCE.json").read_text()) for asset in (CROWDFLOWER, HUTTO)]
 
 
-def init_from(args: argparse.Namespace, config: TrainConfig) -> str | None:
-    """The checkpoint to fine-tune from: as given, or by default the shipped model for a user's data."""
-    if config.init_from is not None:
-        return None if config.init_from.lower() == "none" else config.init_from
-    if args.data is None or args.tiny or args.dry_run or not (DEFAULT_CHECKPOINT / "config.json").is_file():
+def init_from(config: TrainConfig) -> str | None:
+    """The checkpoint to fine-tune from, if any ('none' spelt out means none)."""
+    if config.init_from is None or config.init_from.lower() == "none":
         return None
-    logging.getLogger(__name__).info("fine-tuning from %s (--init-from none: from scratch)", DEFAULT_CHECKPOINT)
-    return str(DEFAULT_CHECKPOINT)
+    return config.init_from
 
 
 def tensorboard_logger(directory: Path) -> Callable[[Loop], None]:
@@ -221,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
         if args.tiny or args.dry_run:
             config = tiny(config)
-        config = dataclasses.replace(config, init_from=init_from(args, config))
+        config = dataclasses.replace(config, init_from=init_from(config))
         data, val, test, provenance = load_data(args)
         provenance["code_version"] = code_version()
         main_process = parallel is None or parallel.is_main  # only rank 0 writes anything

@@ -1,9 +1,9 @@
-"""Fine-tuning from a trained checkpoint (``--init-from``): what a general model knows, kept.
+"""Fine-tuning from a trained checkpoint (``--init-from``) instead of training from scratch.
 
-A model trained on tens of thousands of labelled sentences has learnt how sentiment is said; a user's
-few thousand sentences cannot teach that from scratch. The new model keeps the base's architecture,
-vocabulary (with the new data's words appended), embeddings, lexicon and LSTM; each output of the head
-whose label the base also has starts from the base's row for it, and the others start fresh.
+The new model keeps the base's architecture, vocabulary (with the new data's words appended),
+embeddings, lexicon and LSTM; each output of the head whose label the base also has starts from the
+base's row for it, and the others start fresh. Useful to adapt a model to a new domain with the same
+labels; on binary movie sentences it did worse than training from scratch (docs/quality.md).
 """
 
 from __future__ import annotations
