@@ -36,15 +36,15 @@ class TrainConfig:
     """Every knob of a training run; stored in the checkpoint. Defaults are the shipped model's."""
 
     seed: int = 13
-    epochs: int = 25
+    epochs: int = 15
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 5e-3
     weight_decay: float = 1e-2
     clip_norm: float = 1.0
     patience: int = 0  # stop after this many epochs without a better validation macro-F1; 0: never
     schedule: str = "onecycle"  # or "constant"
     word_dropout: float = 0.2
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
     ema_decay: float = 0.0  # per-step decay of a moving average of the weights; 0 turns it off
     vocab_size: int = 30_000
     min_frequency: int = 2
@@ -162,11 +162,14 @@ def corpus_words(texts: list[str], config: TrainConfig, priors: Priors) -> list[
 
 
 def build_tokenizer(texts: list[str], config: TrainConfig, priors: Priors) -> TextTokenizer:
-    """Vocabulary from the training texts, plus the lexicon's words and the most frequent GloVe words,
-    so words unseen in training but common in English still get a meaningful vector and valence."""
-    kept = corpus_words(texts, config, priors)
-    extra = [*(priors.lexicon or ()), *priors.glove_words[: config.glove_words]]
-    vocabulary = list(dict.fromkeys(kept + extra))[: config.vocab_size - 2]
+    """Vocabulary: the frequent training words, then every lexicon word and the most frequent GloVe
+    words (so words unseen in training but common in English still bring a vector and a valence), then
+    rarer training words that GloVe knows, up to ``vocab_size``."""
+    counts = words(texts)
+    frequent = [w for w, n in counts.most_common() if n >= config.min_frequency]
+    rare = [w for w in corpus_words(texts, config, priors) if counts[w] < config.min_frequency]
+    priority = [*frequent, *(priors.lexicon or ()), *priors.glove_words[: config.glove_words], *rare]
+    vocabulary = list(dict.fromkeys(priority))[: config.vocab_size - 2]
     return TextTokenizer.from_words(vocabulary, config.max_length)
 
 

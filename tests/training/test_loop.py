@@ -15,7 +15,7 @@ from training.batches import encode_split
 from training.loop import Loop, predict_logits, softmax
 from training.metrics import classification_report
 from training.resume import ResumeState
-from training.train import TINY, TrainConfig, build_model
+from training.train import TINY, Priors, TrainConfig, build_model, build_tokenizer
 
 CONFIG = replace(TrainConfig(), **{**TINY, "glove": False, "epochs": 1, "batch_size": 2})
 
@@ -129,3 +129,12 @@ def test_validation_weighs_each_domain_equally() -> None:
         for rows in (np.arange(5), np.array([5]))
     ]
     assert report["macro_f1"] == pytest.approx(np.mean(per_domain))
+
+
+def test_the_vocabulary_puts_lexicon_words_before_rare_training_words() -> None:
+    texts = ["good good movie movie", "rareword another"]
+    priors = Priors(glove_words=["the", "rareword", "another"], lexicon={"superb": 0.8, "awful": -0.7})
+    config = replace(CONFIG, min_frequency=2, vocab_size=2 + 5, glove_words=1)
+    vocabulary = build_tokenizer(texts, config, priors).vocabulary()[2:]
+    # frequent words, then the lexicon, then GloVe's most frequent, then rare words GloVe knows
+    assert vocabulary == ["good", "movie", "superb", "awful", "the"]
