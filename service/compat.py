@@ -13,7 +13,6 @@ Open Inference Protocol: ``/v2``, ``/v2/health/{live,ready}``, ``/v2/models/{nam
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -26,9 +25,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.predictor import Prediction
-from service.batching import QueueFull
 from service.deps import ServedDep, SettingsDep
-from service.routes import check_limits
+from service.routes import check_limits, run_predictions
 from service.settings import Settings
 
 SERVER_NAME, SERVER_VERSION = "lstm-sentiment", "0.1.0"
@@ -59,18 +57,9 @@ def _readable(exc: RequestValidationError) -> str:
 
 
 async def run_engine(texts: list[str], settings: Settings, served: ServedDep) -> list[Prediction]:
-    """The batching engine, under ``/predict``'s limits, deadline and overload answer."""
+    """The batching engine, under ``/predict``'s limits, and its outcomes mapped to HTTP as there."""
     check_limits(texts, settings)
-    try:
-        results = await asyncio.wait_for(served.engine.submit(texts), settings.request_timeout_s)
-    except QueueFull as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"overloaded: {exc}; retry shortly", {"Retry-After": "1"}
-        ) from exc
-    except TimeoutError as exc:
-        raise HTTPException(
-            status.HTTP_504_GATEWAY_TIMEOUT, f"no result within {settings.request_timeout_s} s"
-        ) from exc
+    results = await run_predictions(served, settings, texts)
     served.on_predictions(results)  # counted in the metrics like /predict's
     return results
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter
 
 from service.app import create_app
-from service.batching import QueueFull
+from service.batching import EngineUnavailable, QueueFull
 from service.settings import Settings
 
 # --- Hugging Face tasks spec: text-classification ----------------------------------------------------
@@ -232,11 +232,16 @@ def test_hf_errors_use_the_error_shape(
     assert says in error.error  # type: ignore[attr-defined]
 
 
-def test_overload_is_503_with_retry_after(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def full(texts: list[str]) -> list[object]:
-        raise QueueFull("4096 texts already queued")
+@pytest.mark.parametrize(
+    "failure", [QueueFull("4096 texts already queued"), EngineUnavailable("the model process is restarting")]
+)
+def test_overload_and_a_restarting_engine_are_503_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    async def fail(texts: list[str]) -> list[object]:
+        raise failure
 
-    monkeypatch.setattr(client.app.state.served.engine, "submit", full)  # type: ignore[attr-defined]
+    monkeypatch.setattr(client.app.state.served.engine, "submit", fail)  # type: ignore[attr-defined]
     v2 = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
     for path, body in [("/models/tiny", {"inputs": "hi"}), ("/v2/models/tiny/infer", v2)]:
         response = client.post(path, json=body)
