@@ -85,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL files")
     run = parser.add_argument_group("run")
-    run.add_argument("--output", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint directory to write")
+    run.add_argument(
+        "--output",
+        type=Path,
+        help="checkpoint directory to write (default: checkpoints/default for the default corpus, "
+        "checkpoints/NAME for --data NAME.csv, checkpoints/NAME-tiny with --tiny)",
+    )
+    run.add_argument(
+        "--force", action="store_true", help="replace a checkpoint already at --output (kept otherwise)"
+    )
     run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     run.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: the cores not busy at the start)"
@@ -180,6 +188,25 @@ def asset_records() -> list[dict[str, Any]]:
     return [json.loads((asset.directory / "SOURCE.json").read_text()) for asset in (CROWDFLOWER, HUTTO)]
 
 
+def output_path(args: argparse.Namespace) -> Path:
+    """Where the checkpoint goes: as given, or a directory that no other run's defaults point to."""
+    if args.output is not None:
+        return Path(args.output)
+    if args.data is None and not args.tiny:
+        return DEFAULT_CHECKPOINT  # rebuilding the shipped model is the no-argument run
+    name = Path(args.data).stem if args.data is not None else "default"
+    return DEFAULT_CHECKPOINT.parent / (f"{name}-tiny" if args.tiny else name)
+
+
+def check_output(args: argparse.Namespace, output: Path) -> None:
+    """Refuse to replace a checkpoint unless told to: a smoke test must never eat a real model."""
+    rebuilds_default = args.output is None and args.data is None and not args.tiny
+    if (output / "config.json").exists() and not (args.force or args.resume or rebuilds_default):
+        raise ValueError(
+            f"{output} already holds a checkpoint; pass --force to replace it, or another --output"
+        )
+
+
 def init_from(config: TrainConfig) -> str | None:
     """The checkpoint to fine-tune from, if any ('none' spelt out means none)."""
     if config.init_from is None or config.init_from.lower() == "none":
@@ -211,16 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     torch.set_num_threads(args.threads or default_threads())
     logging.getLogger(__name__).info("torch threads: %d", torch.get_num_threads())
+    output: Path | None = None
     try:
         parallel = distributed.setup(args)  # under torchrun: data-parallel (training/distributed.py)
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
         if args.tiny or args.dry_run:
             config = tiny(config)
         config = dataclasses.replace(config, init_from=init_from(config))
+        main_process = parallel is None or parallel.is_main  # only rank 0 writes anything
+        output = None if args.dry_run or not main_process else output_path(args)
+        if output is not None:
+            check_output(args, output)
         data, val, test, provenance = load_data(args)
         provenance["code_version"] = code_version()
-        main_process = parallel is None or parallel.is_main  # only rank 0 writes anything
-        output = None if args.dry_run or not main_process else args.output
         log_epoch = tensorboard_logger(args.tensorboard) if args.tensorboard and main_process else None
         result = train(
             data,
@@ -238,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = " --resume" if output is not None else ""
+        print(
+            f"\ninterrupted; the last finished epoch is kept: rerun the same command{hint}", file=sys.stderr
+        )
+        return 130
     metrics = result.checkpoint.metrics
     print(format_report(metrics["test"], title="test split"))
     print(

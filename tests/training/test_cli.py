@@ -18,7 +18,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import tiny_checkpoint_object
-from training import evaluate
+from training import cli, evaluate
 from training.cli import build_parser, main
 from training.resume import ResumeState, state_path
 
@@ -136,7 +136,7 @@ def test_bad_data_exits_2_and_keeps_the_saved_checkpoint(tmp_path: Path, case: s
     save_checkpoint(tiny_checkpoint_object(), output)
     before = snapshot(output)
 
-    result = run(["--data", str(data), "--output", str(output), *FAST])
+    result = run(["--data", str(data), "--output", str(output), "--force", *FAST])
     assert result.code == 2
     assert result.err.startswith(f"error: {data}") and problem in result.err
     assert snapshot(output) == before
@@ -232,3 +232,26 @@ def test_init_from_fine_tunes_a_checkpoint_on_new_data(corpus: Path, tmp_path: P
     vocabulary = original.tokenizer.vocabulary()
     assert tuned.tokenizer.vocabulary()[: len(vocabulary)] == vocabulary
     assert "happy" in tuned.tokenizer.vocabulary()[len(vocabulary) :]  # a word the base lacked
+
+
+def test_an_existing_checkpoint_is_replaced_only_with_force(corpus: Path, tmp_path: Path) -> None:
+    output = save_checkpoint(tiny_checkpoint_object(), tmp_path / "model")
+    before = snapshot(output)
+    refused = run(["--data", str(corpus), "--output", str(output), *FAST])
+    assert refused.code == 2 and "already holds a checkpoint; pass --force" in refused.err
+    assert snapshot(output) == before
+    forced = run(["--data", str(corpus), "--output", str(output), "--force", *FAST])
+    assert forced.code == 0, forced.err
+    assert snapshot(output) != before
+
+
+def test_without_output_a_run_on_your_data_never_writes_the_shipped_model(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shipped = tmp_path / "checkpoints" / "default"
+    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", shipped)
+    assert cli.output_path(build_parser().parse_args([])) == shipped
+    assert cli.output_path(build_parser().parse_args(["--data", str(corpus)])) == shipped.parent / "tweets"
+    tiny = build_parser().parse_args(["--data", str(corpus), "--tiny"])
+    assert cli.output_path(tiny) == shipped.parent / "tweets-tiny"
+    assert cli.output_path(build_parser().parse_args(["--tiny"])) == shipped.parent / "default-tiny"
