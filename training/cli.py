@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{metrics['train_tokens_per_second']:,.0f} tokens/s, "
         f"best epoch {metrics['best_epoch']}, temperature {result.checkpoint.temperature:.3f}"
     )
+    for warning in metrics.get("warnings", []):
+        print(f"warning: {warning}")
     print(f"saved {result.path}" if result.path else "dry run: nothing saved")
     return 0
 

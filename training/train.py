@@ -206,6 +206,23 @@ def build_model(
     return model
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)
+MIN_CALIBRATION_ROWS = 100  # below this, a fitted temperature follows a few examples, not the model
+
+
+def split_warnings(splits: Splits) -> list[str]:
+    """What makes a run's report or calibration untrustworthy, in words a user can act on."""
+    warnings = []
+    for name, split in (("validation", splits.val), ("test", splits.test)):
+        missing = [label for label in splits.labels if label not in set(split.labels)]
+        if missing:
+            warnings.append(
+                f"the {name} split has no {', '.join(map(repr, missing))} example: its report says nothing "
+                "about that class; add data or pass a --val/--test file that has it"
+            )
+    return warnings
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The softmax temperature that minimises validation NLL (Guo et al. 2017)."""
     z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels)
@@ -219,7 +236,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(*TEMPERATURE_RANGE))
 
 
 def encode_splits(tokenizer: TextTokenizer, splits: Splits) -> dict[str, EncodedSplit]:
@@ -301,7 +318,23 @@ def train(
     model.load_state_dict(loop.best_state)
 
     val_logits = predict_logits(model, encoded["val"], dev)
-    temperature = fit_temperature(val_logits, encoded["val"].labels) if config.calibrate else 1.0
+    warnings = split_warnings(splits)
+    temperature = 1.0
+    if config.calibrate and len(splits.val) < MIN_CALIBRATION_ROWS:
+        warnings.append(
+            f"the validation split has {len(splits.val)} rows, too few to fit a calibration temperature "
+            f"(at least {MIN_CALIBRATION_ROWS}): probabilities are left uncalibrated"
+        )
+    elif config.calibrate:
+        temperature = fit_temperature(val_logits, encoded["val"].labels)
+        if not TEMPERATURE_RANGE[0] < temperature < TEMPERATURE_RANGE[1]:
+            warnings.append(
+                f"the fitted calibration temperature {temperature:.3g} is at its bound: the validation "
+                "split cannot calibrate this model; probabilities are left uncalibrated"
+            )
+            temperature = 1.0
+    for warning in warnings:
+        log.warning("warning: %s", warning)
     test_logits = predict_logits(model, encoded["test"], dev)
     metrics = {
         "test": classification_report(
@@ -321,6 +354,7 @@ def train(
         "train_seconds": loop.seconds,
         "train_tokens_per_second": loop.tokens_per_second,
         "examples": {k: len(v) for k, v in encoded.items()},
+        "warnings": warnings,
     }
     checkpoint = Checkpoint(
         model=model.cpu().eval(),

@@ -255,3 +255,28 @@ def test_without_output_a_run_on_your_data_never_writes_the_shipped_model(
     tiny = build_parser().parse_args(["--data", str(corpus), "--tiny"])
     assert cli.output_path(tiny) == shipped.parent / "tweets-tiny"
     assert cli.output_path(build_parser().parse_args(["--tiny"])) == shipped.parent / "default-tiny"
+
+
+def test_a_small_or_lopsided_file_trains_with_warnings_and_no_temperature(tmp_path: Path) -> None:
+    data = write_corpus(tmp_path / "small.csv", rows=60)  # 6 validation rows: too few to calibrate
+    output = tmp_path / "small"
+    result = run(["--data", str(data), "--output", str(output), *FAST])
+    assert result.code == 0, result.err
+    assert "too few to fit a calibration temperature" in result.out
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.temperature == 1.0
+    assert any("calibration" in w for w in checkpoint.metrics["warnings"])
+
+
+def test_a_class_missing_from_the_held_out_splits_is_warned_about(tmp_path: Path) -> None:
+    rows = (
+        ["text,label"]
+        + [f"fine day {i},positive" for i in range(60)]
+        + [f"calm day {i},neutral" for i in range(60)]
+    )
+    data = tmp_path / "lopsided.csv"
+    data.write_text("\n".join([*rows, "awful day,negative", "awful night,negative"]) + "\n")
+    result = run(["--data", str(data), "--output", str(tmp_path / "out"), *FAST])
+    assert result.code == 0, result.err
+    assert "the validation split has no 'negative' example" in result.out
+    assert "the test split has no 'negative' example" in result.out
