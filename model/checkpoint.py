@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -150,6 +152,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         temperature = float(meta.get("temperature", 1.0))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory / CONFIG}: invalid model config: {exc}") from exc
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise CheckpointError(
+            f"{directory / CONFIG}: temperature must be a positive number, got {temperature}"
+        )
     if len(labels) != config.num_labels:
         raise CheckpointError(
             f"{directory / CONFIG}: {len(labels)} labels but the model has {config.num_labels} outputs"
@@ -214,9 +220,14 @@ def _load_model(path: Path, config: ModelConfig) -> SentimentClassifier:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from exc
+    broken = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        raise CheckpointError(f"{path}: {', '.join(broken)} hold NaN or infinite values")
     model = SentimentClassifier(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match the model config: {exc}") from exc
+        # torch lists every mismatch on lines of its own: one line is enough to say what is wrong.
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+        raise CheckpointError(f"{path} does not match the model config: {detail[:300]}") from exc
     return model.eval()

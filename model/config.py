@@ -51,8 +51,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        """Rebuild from ``to_dict``'s output, refusing unknown keys and values of the wrong type."""
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = set(data) - set(known)
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        for name, value in data.items():
+            kind = str(known[name])
+            if not isinstance(value, TYPES.get(kind, str)) or (kind != "bool" and isinstance(value, bool)):
+                raise ValueError(f"{name} must be {TYPE_NAMES.get(kind, 'a string')}, got {value!r}")
         return cls(**data)
+
+
+# The JSON types of ModelConfig's fields, by their annotation.
+TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
+TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import model.checkpoint as checkpoint_module
 from model.checkpoint import (
@@ -246,3 +247,38 @@ def test_a_lexicon_model_round_trips_with_its_valences(tmp_path: Path) -> None:
     assert loaded.config.lexicon
     assert torch.equal(loaded.model.lexicon, original.model.lexicon)
     assert torch.equal(logits(loaded), logits(original))
+
+
+def test_nan_weights_with_a_matching_manifest_are_refused(damaged: Path) -> None:
+    state = load_file(str(damaged / WEIGHTS))
+    state["head.bias"] = torch.full_like(state["head.bias"], float("nan"))
+    save_file(state, str(damaged / WEIGHTS))
+    refresh_manifest(damaged, WEIGHTS)
+    with pytest.raises(CheckpointError, match=r"head\.bias hold NaN or infinite values"):
+        load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_a_temperature_that_is_not_positive_is_refused(damaged: Path, value: float) -> None:
+    edit_config(damaged, lambda meta: meta.update(temperature=value))
+    with pytest.raises(CheckpointError, match="temperature must be a positive number"):
+        load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [("hidden_size", "128", "hidden_size must be an integer"), ("bidirectional", 1, "must be true or false")],
+)
+def test_a_config_value_of_the_wrong_type_is_one_clear_error(
+    damaged: Path, key: str, value: object, says: str
+) -> None:
+    edit_config(damaged, lambda meta: meta["model"].update({key: value}))
+    with pytest.raises(CheckpointError, match=says):
+        load_checkpoint(damaged)
+
+
+def test_a_shape_mismatch_is_one_line(damaged: Path) -> None:
+    edit_config(damaged, lambda meta: meta["model"].update(hidden_size=7))
+    with pytest.raises(CheckpointError, match="does not match the model config: size mismatch") as error:
+        load_checkpoint(damaged)
+    assert "\n" not in str(error.value)
