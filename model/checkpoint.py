@@ -84,6 +84,7 @@ def save_checkpoint(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
     staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
@@ -139,10 +140,32 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def _retired(target: Path) -> list[Path]:
+    """Checkpoints moved aside by swaps into ``target``, newest first."""
+    found = target.parent.glob(f".{target.name}.old-*")
+    return sorted((p for p in found if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def recover(target: Path) -> None:
+    """Undo what a write killed between its two renames left behind: the old checkpoint moved aside and
+    nothing at ``target``. The newest one moved aside goes back; ones left by finished swaps go."""
+    retired = _retired(target)
+    if retired and not target.exists():
+        retired.pop(0).rename(target)
+    for leftover in retired:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Rebuild model, tokenizer and labels from ``path``; raise ``CheckpointError`` saying what is wrong."""
     directory = Path(path)
     if not directory.is_dir():
+        retired = _retired(directory)
+        if retired:
+            raise CheckpointError(
+                f"checkpoint directory {directory} does not exist: a write into it was interrupted, and "
+                f"{retired[0]} holds the checkpoint it replaced; rename that back, or write again"
+            )
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     _verify_manifest(directory)
     meta = _read_json(directory / CONFIG)

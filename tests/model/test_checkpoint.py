@@ -282,3 +282,21 @@ def test_a_shape_mismatch_is_one_line(damaged: Path) -> None:
     with pytest.raises(CheckpointError, match="does not match the model config: size mismatch") as error:
         load_checkpoint(damaged)
     assert "\n" not in str(error.value)
+
+
+def test_a_write_killed_between_its_renames_is_recovered_by_the_next(tmp_path: Path) -> None:
+    target = save_checkpoint(tiny_checkpoint_object(seed=1), tmp_path / "model")
+    moved_aside = tmp_path / ".model.old-0123"
+    target.rename(moved_aside)  # where the kill left things: nothing at the target
+    with pytest.raises(CheckpointError, match=r"a write into it was interrupted, and .*\.model\.old-0123"):
+        load_checkpoint(target)
+    save_checkpoint(tiny_checkpoint_object(seed=2), target)
+    assert load_checkpoint(target).provenance == {"seed": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_recover_puts_the_moved_aside_checkpoint_back(tmp_path: Path) -> None:
+    target = save_checkpoint(tiny_checkpoint_object(seed=1), tmp_path / "model")
+    target.rename(tmp_path / ".model.old-0123")
+    checkpoint_module.recover(target)
+    assert load_checkpoint(target).provenance == {"seed": 1}
