@@ -33,7 +33,11 @@ from service.settings import Settings, get_settings
 log = logging.getLogger("service")
 
 
-def load_engine(settings: Settings, on_batch: Callable[[int, float], None] | None = None) -> Batcher:
+def load_engine(
+    settings: Settings,
+    on_batch: Callable[[int, float], None] | None = None,
+    on_restart: Callable[[str], None] | None = None,
+) -> Batcher:
     predictor = Predictor(
         load_checkpoint(settings.checkpoint),
         device=settings.device,
@@ -52,6 +56,7 @@ def load_engine(settings: Settings, on_batch: Callable[[int, float], None] | Non
             quantize=settings.quantize,
             torchscript=settings.torchscript,
             on_batch=on_batch,
+            on_restart=on_restart,
         )
     if settings.batching:
         return Batcher(
@@ -75,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # time (README, "Serving performance").
         sys.setswitchinterval(settings.gil_switch_ms / 1000)
         metrics: Metrics = app.state.metrics
-        engine = load_engine(settings, on_batch=metrics.on_batch)
+        engine = load_engine(settings, on_batch=metrics.on_batch, on_restart=metrics.on_restart)
         await engine.start()
         try:  # from here on, whatever fails stops the engine (and its model process)
             served = ServedModel(engine, settings.served_name, on_predictions=metrics.on_predictions)

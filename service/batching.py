@@ -114,6 +114,11 @@ class Batcher:
         return None
 
     @property
+    def unavailable_since(self) -> float | None:
+        """``time.monotonic()`` when the engine lost its model, or None while it has one."""
+        return None
+
+    @property
     def saturated(self) -> bool:
         return self._queued >= self.max_queue_texts
 

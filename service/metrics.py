@@ -62,12 +62,21 @@ class Metrics:
         self.reloads = Counter(
             "sentiment_model_reloads", "model reloads, by outcome", ["outcome"], registry=r
         )
+        self.restarts = Counter(
+            "sentiment_model_process_restarts",
+            "starts of the model process after it was lost, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._prediction_children: dict[str, Counter] = {}
 
     def watch_queue(self, queued: Callable[[], int], capacity: Callable[[], int]) -> None:
         self.queue_depth.set_function(queued)
         self.queue_capacity.set_function(capacity)
+
+    def on_restart(self, outcome: str) -> None:
+        self.restarts.labels(outcome).inc()
 
     def on_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

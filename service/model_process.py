@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 _OK, _FAILED = b"\x00", b"\x01"
 _HEADER = struct.Struct("!i")  # multiprocessing.connection's frame: a signed big-endian length
 START_TIMEOUT_S = 300.0
+RESTART_BACKOFF_S = (0.5, 30.0)  # first wait between failed starts of the model process, and the longest
 HERE_TEXTS = 4  # texts that an idle engine runs in this process rather than in the model process
 
 
@@ -179,8 +180,11 @@ class ProcessBatcher(Batcher):
         quantize: bool = False,
         torchscript: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(predictor, max_batch_size, max_wait_ms, max_queue_texts, on_batch)
+        self._on_restart = on_restart or (lambda outcome: None)
+        self._down_since: float | None = None  # monotonic time the model process was lost
         self._options: dict[str, Any] = {
             "checkpoint": str(checkpoint),
             "device": str(predictor.device),
@@ -242,6 +246,10 @@ class ProcessBatcher(Batcher):
             self._failure = None
             self._switch()
         self._send()
+
+    @property
+    def unavailable_since(self) -> float | None:
+        return self._down_since if self._model is None and not self._stopping else None
 
     @property
     def unavailable(self) -> str | None:
@@ -347,7 +355,7 @@ class ProcessBatcher(Batcher):
         self._attach(model)
 
     def _attach(self, model: ModelProcess) -> None:
-        self._model = model
+        self._model, self._down_since = model, None
         model.frames.on_frame, model.frames.on_lost = self._on_result, self._lost
 
     def _detach(self) -> ModelProcess | None:
@@ -390,6 +398,7 @@ class ProcessBatcher(Batcher):
         if model is None or self._stopping:
             return
         log.error("the model process exited (code %s); starting another", model.process.exitcode)
+        self._down_since = time.monotonic()
         self._close_later(model)
         error = EngineUnavailable("the model process exited while computing this request")
         while self._sent:
@@ -414,20 +423,37 @@ class ProcessBatcher(Batcher):
             job.taken = len(job.texts)
 
     async def _start_again(self) -> None:
+        """Start a model process again, retrying with backoff for as long as it fails: a failure that
+        heals (memory freed, a file back) then needs no one. Meanwhile requests get 503 at once."""
+        delay = RESTART_BACKOFF_S[0]
         try:
-            model = await ModelProcess.start(self._options)
-        except Exception as exc:  # EngineUnavailable, or the system refusing a process (OSError)
-            self._failure = f"the model process exited and could not be started again: {exc}"
-            log.error("%s", self._failure)
-            self._fail_all(EngineUnavailable(self._failure))
-            return
+            while not self._stopping:
+                if self._next is not None:  # a reload came meanwhile: its model process takes over
+                    self._failure = None
+                    self._switch()
+                    self._send()
+                    return
+                try:
+                    model = await ModelProcess.start(self._options)
+                except Exception as exc:  # EngineUnavailable, or the system refusing a process (OSError)
+                    self._failure = f"the model process exited and could not be started again: {exc}"
+                    log.error("%s; trying again in %.1f s", self._failure, delay)
+                    self._on_restart("failed")
+                    self._fail_all(EngineUnavailable(self._failure))
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, RESTART_BACKOFF_S[1])
+                    continue
+                if self._stopping:
+                    await model.close()
+                    return
+                self._failure = None
+                self._on_restart("started")
+                log.info("the model process is running again")
+                self._attach(model)
+                self._send()  # a reload that came meanwhile switches in here
+                return
         finally:
             self._restart = None
-        if self._stopping:
-            await model.close()
-            return
-        self._attach(model)
-        self._send()  # a reload that came meanwhile switches in here
 
     def _fail_all(self, error: BaseException) -> None:
         jobs = list(self._jobs) + [job for batch, _, _ in self._sent for job, _, _ in batch]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 
 from model.predictor import Prediction
 from service.batching import EngineUnavailable, QueueFull
@@ -77,9 +78,22 @@ def check_limits(texts: list[str], settings: Settings) -> None:
             )
 
 
-@router.get("/healthz", response_model=Health, tags=["health"])
-async def healthz() -> Health:
-    """Liveness: the process is up and answering."""
+@router.get(
+    "/healthz",
+    response_model=Health,
+    tags=["health"],
+    responses={503: {"description": "the model process has been down longer than allowed: restart me"}},
+)
+async def healthz(request: Request, settings: SettingsDep) -> Health:
+    """Liveness: the process is up and answering, and has not been without its model for too long."""
+    served = getattr(request.app.state, "served", None)  # None while starting up: still alive
+    since = served.engine.unavailable_since if served is not None else None
+    limit = settings.liveness_unavailable_s
+    if since is not None and time.monotonic() - since > limit:
+        why = served.engine.unavailable if served is not None else None
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"no model for over {limit:.0f} s: {why or 'restarting'}"
+        )
     return Health(status="ok")
 
 

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="with batching, run the model in a child process that shares no GIL with the event "
         "loop (false: in an inference thread of the server process)",
     )
+    liveness_unavailable_s: float = Field(
+        120.0,
+        gt=0,
+        description="/healthz fails once the model process has been down this long (restarts keep "
+        "being tried), so an orchestrator replaces a pod that does not heal",
+    )
     max_batch_size: int = Field(64, ge=1, le=4096, description="most texts in one forward pass")
     max_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="extra wait for a batch to fill (0: never wait)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from model.predictor import Predictor
 from service.app import create_app
+from service.batching import Batcher
 from service.model_process import ProcessBatcher
 from service.settings import Settings
 from tests.conftest import LABELS
@@ -108,6 +110,19 @@ def test_truncated_texts_are_flagged(client: TestClient) -> None:
 def test_healthz(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_healthz_fails_once_the_model_has_been_down_too_long(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down_since: list[float | None] = [None]
+    monkeypatch.setattr(Batcher, "unavailable_since", property(lambda self: down_since[0]))
+    with TestClient(create_app(settings.model_copy(update={"liveness_unavailable_s": 60}))) as client:
+        down_since[0] = time.monotonic() - 30  # restarting, not for long: alive
+        assert client.get("/healthz").status_code == 200
+        down_since[0] = time.monotonic() - 90  # past the limit: replace me
+        response = client.get("/healthz")
+        assert response.status_code == 503 and "no model for over 60 s" in message(response)
 
 
 def test_readyz_when_loaded(client: TestClient) -> None:

@@ -21,7 +21,7 @@ import torch
 from model import Predictor, save_checkpoint
 from model.predictor import Prediction
 from service.batching import EngineUnavailable
-from service.model_process import HERE_TEXTS, ProcessBatcher, _outcome, serve_batches
+from service.model_process import HERE_TEXTS, ModelProcess, ProcessBatcher, _outcome, serve_batches
 from tests.conftest import tiny_checkpoint_object
 
 T = TypeVar("T")
@@ -169,6 +169,40 @@ def test_a_dead_model_process_fails_only_its_batch_and_is_replaced(
         # Queued while the replacement starts, answered once it is up.
         assert_same(await engine.submit(TEXTS), predictor.predict(TEXTS))
         assert engine._model is not None and engine._model.process is not old
+
+    run(tiny_checkpoint, predictor, scenario)
+
+
+@pytest.mark.slow
+def test_a_model_process_that_fails_to_start_again_is_retried_until_it_starts(
+    tiny_checkpoint: Path, predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start, failures = ModelProcess.start, [2]
+
+    async def flaky_start(options: dict) -> ModelProcess:  # type: ignore[type-arg]
+        if failures[0]:
+            failures[0] -= 1
+            raise EngineUnavailable("the model process failed to start: out of memory")
+        return await real_start(options)
+
+    async def scenario(engine: ProcessBatcher) -> None:
+        monkeypatch.setattr(ModelProcess, "start", staticmethod(flaky_start))
+        monkeypatch.setattr("service.model_process.RESTART_BACKOFF_S", (0.05, 0.1))
+        assert engine._model is not None and engine._model.process.pid is not None
+        os.kill(engine._model.process.pid, signal.SIGKILL)
+        for _ in range(100):  # the first two starts fail; meanwhile requests get 503 at once
+            await asyncio.sleep(0.05)
+            if engine.unavailable and "could not be started again" in engine.unavailable:
+                break
+        with pytest.raises(EngineUnavailable, match="out of memory"):
+            await engine.submit(TEXTS)
+        assert engine.unavailable_since is not None
+        for _ in range(200):  # then it heals by itself
+            await asyncio.sleep(0.05)
+            if engine.unavailable is None:
+                break
+        assert failures == [0] and engine.unavailable_since is None
+        assert_same(await engine.submit(TEXTS), predictor.predict(TEXTS))
 
     run(tiny_checkpoint, predictor, scenario)
 
