@@ -18,6 +18,7 @@ log-odds still do.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -62,16 +63,25 @@ class _Encoded:
     truncated: bool
 
 
-def explain(predictor: Predictor, texts: Sequence[str], max_rows: int = 512) -> list[Explanation]:
+class Stopped(Exception):
+    """``explain`` was told to stop (its caller's deadline passed) before it finished."""
+
+
+def explain(
+    predictor: Predictor, texts: Sequence[str], max_rows: int = 512, stop: threading.Event | None = None
+) -> list[Explanation]:
     """Per text: the prediction and each token's contribution to it, in input order.
 
     ``max_rows`` bounds one forward pass (a text of T tokens needs T + 1 rows; a longer one runs alone).
+    Setting ``stop`` makes it raise ``Stopped`` before its next forward pass.
     """
     # One Rust call for the whole batch; the padding it adds is dropped again by _encode.
     encodings = predictor.checkpoint.tokenizer.tokenizer.encode_batch(list(texts))
     encoded = [_encode(text, encoding) for text, encoding in zip(texts, encodings, strict=True)]
     results: list[Explanation | None] = [None] * len(texts)
     for group in _groups(encoded, max_rows):
+        if stop is not None and stop.is_set():
+            raise Stopped
         rows = [row for i in group for row in _occlusions(encoded[i].ids)]
         log_probs = _log_probs(predictor, rows)  # (R, L)
         offset = 0

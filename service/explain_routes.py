@@ -9,6 +9,9 @@ crowd the batching engine off the CPU (the rest wait, within their deadline).
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
@@ -31,9 +34,34 @@ def _slots(request: Request) -> asyncio.Semaphore:
     return slots
 
 
-async def _explain(slots: asyncio.Semaphore, predictor: Predictor, texts: list[str]) -> list[Explanation]:
-    async with slots:
-        return await asyncio.to_thread(explain, predictor, texts)
+async def _explain(
+    slots: asyncio.Semaphore, predictor: Predictor, texts: list[str], timeout_s: float
+) -> list[Explanation]:
+    """Explain in a worker thread within ``timeout_s``, waiting for a slot included. A thread cannot be
+    cancelled: past the deadline it is told to stop before its next forward pass, and its slot is
+    given back only when it has, so no more than ``SLOTS`` ever run."""
+    stop = threading.Event()
+    async with asyncio.timeout(timeout_s) as deadline:
+        await slots.acquire()
+    work = asyncio.ensure_future(asyncio.to_thread(explain, predictor, texts, stop=stop))
+    work.add_done_callback(_release(slots))
+    try:
+        async with asyncio.timeout_at(deadline.when()):
+            return await asyncio.shield(work)
+    except (TimeoutError, asyncio.CancelledError):  # past the deadline, or the client went away
+        stop.set()
+        raise
+
+
+def _release(slots: asyncio.Semaphore) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback that gives the slot back and retrieves an outcome nobody may await any more."""
+
+    def done(work: asyncio.Future[Any]) -> None:
+        slots.release()
+        if not work.cancelled():
+            work.exception()
+
+    return done
 
 
 @router.post("/explain", response_model=ExplainResponse, tags=["predictions"])
@@ -44,9 +72,7 @@ async def explain_texts(
     check_limits(body.texts, settings)
     predictor = served.predictor  # taken once: a hot reload mid-request does not mix two models
     try:
-        results = await asyncio.wait_for(
-            _explain(_slots(request), predictor, body.texts), settings.request_timeout_s
-        )
+        results = await _explain(_slots(request), predictor, body.texts, settings.request_timeout_s)
     except TimeoutError as exc:
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT, f"no explanation within {settings.request_timeout_s} s"

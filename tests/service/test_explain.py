@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+import model.explain as explain_module
 from model.explain import explain
 from service import explain_routes
 from service.app import create_app
@@ -76,7 +77,7 @@ def test_explanations_run_a_few_at_a_time_and_keep_the_deadline(
 ) -> None:
     running, most, lock = 0, 0, threading.Lock()
 
-    def slow_explain(predictor, texts):  # type: ignore[no-untyped-def]
+    def slow_explain(predictor, texts, stop):  # type: ignore[no-untyped-def]
         nonlocal running, most
         with lock:
             running += 1
@@ -84,7 +85,7 @@ def test_explanations_run_a_few_at_a_time_and_keep_the_deadline(
         time.sleep(0.05)
         with lock:
             running -= 1
-        return explain(predictor, texts)
+        return explain(predictor, texts, stop=stop)
 
     monkeypatch.setattr(explain_routes, "explain", slow_explain)
     app = create_app(settings)
@@ -102,3 +103,34 @@ def test_explanations_run_a_few_at_a_time_and_keep_the_deadline(
 
     assert asyncio.run(run()) == [200] * 6 + [504]
     assert most == explain_routes.SLOTS
+
+
+def test_explanations_past_their_deadline_stop_and_never_exceed_the_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running, most, stopped = [0], [0], []
+
+    def slow_explain(predictor: object, texts: list[str], stop: threading.Event) -> list[object]:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            while not stop.wait(0.01):  # a long explanation that checks between forward passes
+                pass
+            stopped.append(texts[0])
+            raise explain_module.Stopped
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(explain_routes, "explain", slow_explain)
+
+    async def scenario() -> None:
+        slots = asyncio.Semaphore(explain_routes.SLOTS)
+        calls = [explain_routes._explain(slots, None, [f"t{k}"], 0.2) for k in range(4)]  # type: ignore[arg-type]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(o, TimeoutError) for o in outcomes)
+        for _ in range(explain_routes.SLOTS):  # the threads told to stop gave their slots back
+            await asyncio.wait_for(slots.acquire(), 1.0)
+
+    asyncio.run(scenario())
+    assert most[0] <= explain_routes.SLOTS
+    assert len(stopped) == 2  # two ran and were stopped; two never got a slot in time
