@@ -12,7 +12,15 @@ from model.predictor import Prediction
 from service.batching import EngineUnavailable, QueueFull
 from service.deps import ServedDep, ServedModel, SettingsDep
 from service.limits import error_response
-from service.schemas import Health, ModelInfo, ModelRef, PredictionOut, PredictRequest, PredictResponse
+from service.schemas import (
+    Health,
+    Limits,
+    ModelInfo,
+    ModelRef,
+    PredictionOut,
+    PredictRequest,
+    PredictResponse,
+)
 from service.settings import Settings
 
 router = APIRouter()
@@ -119,7 +127,7 @@ async def readyz(served: ServedDep) -> Health:
 
 
 @router.get("/v1/model", response_model=ModelInfo, tags=["model"])
-async def model_info(served: ServedDep) -> ModelInfo:
+async def model_info(served: ServedDep, settings: SettingsDep) -> ModelInfo:
     """The served model: labels, config, metrics and provenance."""
     c = served.predictor.checkpoint
     return ModelInfo(
@@ -131,4 +139,9 @@ async def model_info(served: ServedDep) -> ModelInfo:
         metrics=c.metrics,
         provenance=c.provenance,
         training=c.training,
+        limits=Limits(
+            max_texts_per_request=settings.max_texts_per_request,
+            max_text_chars=settings.max_text_chars,
+            max_body_bytes=settings.max_body_bytes,
+        ),
     )

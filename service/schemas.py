@@ -41,6 +41,12 @@ class PredictResponse(BaseModel):
     model: ModelRef
 
 
+class Limits(BaseModel):
+    max_texts_per_request: int = Field(description="most texts in one request; past it, 413")
+    max_text_chars: int = Field(description="most characters in one text; past it, 413")
+    max_body_bytes: int = Field(description="largest request body in bytes; past it, 413")
+
+
 class ModelInfo(ModelRef):
     labels: list[str]
     config: dict[str, Any]
@@ -48,6 +54,7 @@ class ModelInfo(ModelRef):
     metrics: dict[str, Any]
     provenance: dict[str, Any]
     training: dict[str, Any]
+    limits: Limits = Field(description="this server's request limits, for clients that split their lists")
 
 
 class Health(BaseModel):

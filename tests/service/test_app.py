@@ -162,6 +162,8 @@ def test_model_info(client: TestClient, predictor: Predictor) -> None:
     assert info["metrics"] == {"test": {"accuracy": 0.5}}
     assert info["provenance"] == {"seed": 0}
     assert info["training"] == {"epochs": 0}
+    assert set(info["limits"]) == {"max_texts_per_request", "max_text_chars", "max_body_bytes"}
+    assert all(isinstance(v, int) and v > 0 for v in info["limits"].values())
 
 
 def test_docs_and_openapi(client: TestClient) -> None:
