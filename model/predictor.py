@@ -60,6 +60,22 @@ class Prediction:
     truncated: bool = False  # the text was longer than the model's max_length
 
 
+def to_predictions(
+    labels: Sequence[str], probabilities: np.ndarray, truncated: Sequence[bool]
+) -> list[Prediction]:
+    """Probabilities (N, L) and truncation flags as ``Prediction`` objects."""
+    best = probabilities.argmax(axis=1).tolist()
+    return [  # plain floats from one .tolist(): cheaper than float() on each numpy scalar
+        Prediction(
+            label=labels[k],
+            score=row[k],
+            probabilities=dict(zip(labels, row, strict=True)),
+            truncated=flag,
+        )
+        for row, k, flag in zip(probabilities.tolist(), best, truncated, strict=True)
+    ]
+
+
 class Predictor:
     """Batched inference over a loaded checkpoint, in ``torch.inference_mode``.
 
@@ -135,17 +151,7 @@ class Predictor:
 
     def predictions(self, probabilities: np.ndarray, truncated: Sequence[bool]) -> list[Prediction]:
         """``predict_proba``'s arrays as ``Prediction`` objects."""
-        best = probabilities.argmax(axis=1).tolist()
-        labels = self.labels
-        return [  # plain floats from one .tolist(): cheaper than float() on each numpy scalar
-            Prediction(
-                label=labels[k],
-                score=row[k],
-                probabilities=dict(zip(labels, row, strict=True)),
-                truncated=flag,
-            )
-            for row, k, flag in zip(probabilities.tolist(), best, truncated, strict=True)
-        ]
+        return to_predictions(self.labels, probabilities, truncated)
 
     def explain(self, texts: Sequence[str]) -> list[Explanation]:
         """Each text's prediction plus every token's contribution to it (see ``model.explain``)."""

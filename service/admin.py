@@ -1,11 +1,9 @@
 """Model lifecycle: hot reload through ``POST /admin/reload`` or SIGHUP.
 
-A reload loads the new checkpoint off the event loop, checks it with a probe batch, then swaps the
-engine's predictor (``Batcher.use``; with the model in its own process, a new model process is started
-first and takes over between two batches). A batch already running keeps the predictor it captured,
-so in-flight requests finish on the old model; the next batch uses the new one. Anything wrong with
-the new checkpoint leaves the old model serving and is reported (422 on the endpoint, an error log
-line for SIGHUP).
+A reload checks the new checkpoint (its files, off the event loop), starts a runner on it, runs a probe
+batch through that runner, then hands it to the engine, which switches once every request begun on
+the old model has finished there. Anything wrong with the new checkpoint leaves the old model serving
+and is reported (422 on the endpoint, an error log line for SIGHUP).
 """
 
 from __future__ import annotations
@@ -20,12 +18,10 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.checkpoint import load_checkpoint
-from model.predictor import Predictor
-from service.batching import EngineUnavailable
+from model.checkpoint import Checkpoint, load_checkpoint
 from service.deps import ServedDep, ServedModel
+from service.engine import Runner
 from service.schemas import ModelRef
-from service.settings import Settings
 
 log = logging.getLogger("service.admin")
 PROBE = ["this is a probe sentence", "I love it", "I hate it", "x " * 2000]
@@ -49,50 +45,53 @@ class ReloadError(ValueError):
     """The new checkpoint could not be loaded or failed its probe; the old model keeps serving."""
 
 
-def build_predictor(path: Path, settings: Settings) -> Predictor:
-    """Load ``path`` and run a probe batch; raise ``ReloadError`` saying what is wrong."""
-    try:
-        predictor = Predictor(
-            load_checkpoint(path),
-            device=settings.device,
-            batch_size=settings.max_batch_size,
-            quantize=settings.quantize,
-            torchscript=settings.torchscript,
-        )
-        results = predictor.predict(PROBE)
-    except (ValueError, OSError, RuntimeError) as exc:  # CheckpointError is a ValueError
-        raise ReloadError(f"cannot load checkpoint {path}: {exc}") from exc
-    for r in results:
-        if r.label not in predictor.labels or not all(math.isfinite(p) for p in r.probabilities.values()):
-            raise ReloadError(f"checkpoint {path} failed its probe batch: got {r}")
-    return predictor
-
-
 async def reload_model(app: FastAPI, path: Path | None = None) -> ReloadResponse:
     """Swap in the checkpoint at ``path`` (default: the active one, re-read from disk)."""
     served: ServedModel | None = app.state.served
     if served is None:
         raise ReloadError("the service has not finished starting")
-    settings: Settings = app.state.settings
     async with app.state.reload_lock:  # one reload at a time; requests keep being served meanwhile
-        target = path or app.state.checkpoint_path
-        predictor = await asyncio.to_thread(build_predictor, target, settings)
-        previous = ModelRef(name=served.name, version=served.predictor.checkpoint.version)
-        try:
-            await served.engine.use(predictor, Path(target))  # the swap, from the next batch on
-        except EngineUnavailable as exc:  # the model process would not start on it
-            raise ReloadError(f"cannot serve checkpoint {target}: {exc}") from exc
-        served.name = settings.model_name or Path(target).name
+        target = Path(path or app.state.checkpoint_path)
+        checkpoint = await asyncio.to_thread(_load, target)
+        runner = await _start(served, target)
+        previous = ModelRef(name=served.name, version=served.checkpoint.version)
+        await served.engine.swap(runner, target)  # from the next request on
+        served.checkpoint = checkpoint
         app.state.checkpoint_path = target
         if hasattr(app.state, "metrics"):
-            app.state.metrics.set_model(served.name, predictor.checkpoint.version)
+            app.state.metrics.set_model(served.name, checkpoint.version)
             app.state.metrics.reloads.labels("ok").inc()
-    log.info("reloaded %s: version %s -> %s", target, previous.version, predictor.checkpoint.version)
+    log.info("reloaded %s: version %s -> %s", target, previous.version, checkpoint.version)
     return ReloadResponse(
         checkpoint=str(target),
         previous=previous,
-        model=ModelRef(name=served.name, version=predictor.checkpoint.version),
+        model=ModelRef(name=served.name, version=checkpoint.version),
     )
+
+
+def _load(path: Path) -> Checkpoint:
+    try:
+        return load_checkpoint(path)
+    except (ValueError, OSError) as exc:  # CheckpointError is a ValueError and names the file
+        raise ReloadError(f"cannot load checkpoint {path}: {exc}") from exc
+
+
+async def _start(served: ServedModel, path: Path) -> Runner:
+    """A runner on ``path`` that has answered the probe batch sensibly."""
+    try:
+        runner = await served.engine.start_runner(path)
+    except Exception as exc:  # EngineUnavailable: the model process would not start on it
+        raise ReloadError(f"cannot serve checkpoint {path}: {exc}") from exc
+    try:
+        (part,) = await runner.run(PROBE, [len(PROBE)])
+        if isinstance(part, BaseException):
+            raise part
+        if not math.isfinite(float(part[0].sum())):
+            raise ValueError(f"probabilities {part[0].tolist()}")
+    except Exception as exc:
+        await runner.close()
+        raise ReloadError(f"checkpoint {path} failed its probe batch: {exc}") from exc
+    return runner
 
 
 router = APIRouter(prefix="/admin", tags=["admin"])

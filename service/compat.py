@@ -15,53 +15,21 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
+from importlib.metadata import version as package_version
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.predictor import Prediction
 from service.deps import ServedDep, SettingsDep
-from service.routes import check_limits, run_predictions
-from service.settings import Settings
+from service.errors import ProtocolRoute, error_response
+from service.routes import run_predictions
 
-SERVER_NAME, SERVER_VERSION = "lstm-sentiment", "0.1.0"
+SERVER_NAME = "lstm-sentiment"
 Parameters = dict[str, str | int | float | bool]
-
-
-class ErrorShapeRoute(APIRoute):
-    """Errors as ``{"error": message}`` (both protocols' shape), validation errors as 400."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return JSONResponse({"error": _readable(exc)}, status.HTTP_400_BAD_REQUEST)
-            except HTTPException as exc:
-                return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
-
-        return route
-
-
-def _readable(exc: RequestValidationError) -> str:
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-    return f"{where}: {first.get('msg', 'invalid request')}"
-
-
-async def run_engine(texts: list[str], settings: Settings, served: ServedDep) -> list[Prediction]:
-    """The batching engine, under ``/predict``'s limits, and its outcomes mapped to HTTP as there."""
-    check_limits(texts, settings)
-    results = await run_predictions(served, settings, texts)
-    served.on_predictions(results)  # counted in the metrics like /predict's
-    return results
 
 
 def _check_name(name: str, served: ServedDep, version: str | None = None) -> None:
@@ -69,7 +37,7 @@ def _check_name(name: str, served: ServedDep, version: str | None = None) -> Non
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"unknown model {name!r}; this server has {served.name!r}"
         )
-    current = served.predictor.checkpoint.version
+    current = served.checkpoint.version
     if version is not None and version != current:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"model {name!r} has no version {version!r}; it is {current!r}"
@@ -103,8 +71,8 @@ class HFLabelScore(BaseModel):
     score: float
 
 
-ERROR = {"content": {"application/json": {"example": {"error": "what went wrong"}}}}
-hf = APIRouter(tags=["hugging face"], route_class=ErrorShapeRoute)
+ERROR = error_response("what went wrong, under `detail` and `error`")
+hf = APIRouter(tags=["hugging face"], route_class=ProtocolRoute)
 
 
 @hf.post(
@@ -122,10 +90,11 @@ async def hf_text_classification(
         if not text.strip():
             where = "inputs" if isinstance(body.inputs, str) else f"inputs.{i}"
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{where}: needs a non-whitespace character")
-    results = await run_engine(texts, settings, served)
+    result = await run_predictions(served, settings, texts, where="inputs")
     k = body.parameters.top_k
     return [
-        [HFLabelScore(label=label, score=p) for label, p in _ranked(r.probabilities)[:k]] for r in results
+        [HFLabelScore(label=label, score=p) for label, p in _ranked(r.probabilities)[:k]]
+        for r in result.predictions
     ]
 
 
@@ -204,14 +173,14 @@ class V2ServerMetadata(BaseModel):
     extensions: list[str]
 
 
-v2 = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=ErrorShapeRoute)
+v2 = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=ProtocolRoute)
 V2_ERRORS: dict[int | str, dict[str, Any]] = {400: ERROR, 404: ERROR, 413: ERROR, 503: ERROR}
 
 
 @v2.get("", response_model=V2ServerMetadata)
 async def v2_server_metadata() -> V2ServerMetadata:
     """Server metadata: name, version and protocol extensions (none)."""
-    return V2ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
+    return V2ServerMetadata(name=SERVER_NAME, version=package_version(SERVER_NAME), extensions=[])
 
 
 @v2.get("/health/live")
@@ -232,10 +201,10 @@ async def v2_ready(request: Request) -> JSONResponse:
 async def v2_model_metadata(name: str, served: ServedDep, version: str | None = None) -> V2ModelMetadata:
     """Model metadata: the input tensor (texts) and the three output tensors."""
     _check_name(name, served, version)
-    labels = len(served.predictor.labels)
+    labels = len(served.checkpoint.labels)
     return V2ModelMetadata(
         name=served.name,
-        versions=[served.predictor.checkpoint.version],
+        versions=[served.checkpoint.version],
         platform="pytorch_lstm",
         inputs=[V2TensorMetadata(name="text", datatype="BYTES", shape=[-1])],
         outputs=[
@@ -272,15 +241,15 @@ async def v2_infer(
 ) -> V2InferResponse:
     """Classify a BYTES tensor of texts; outputs label, score and probabilities, in input order."""
     _check_name(name, served, version)
-    predictor = served.predictor
+    labels = served.checkpoint.labels
     texts = _texts(body.inputs[0])
-    results = await run_engine(texts, settings, served)
+    result = await run_predictions(served, settings, texts, where=f"inputs.{body.inputs[0].name}")
     wanted = [o.name for o in body.outputs] if body.outputs else ["label", "score", "probabilities"]
     return V2InferResponse(
         model_name=served.name,
-        model_version=predictor.checkpoint.version,
+        model_version=result.version,
         id=body.id if body.id is not None else str(uuid.uuid4()),
-        outputs=[_output(name, results, predictor.labels) for name in wanted],
+        outputs=[_output(name, result.predictions, labels) for name in wanted],
     )
 
 

@@ -1,47 +1,59 @@
-"""Dependencies shared by the routes: settings and the model being served."""
+"""What the routes serve (the engine, its checkpoint, the model's name) and their dependencies."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from model.checkpoint import Checkpoint
 from model.predictor import Prediction, Predictor
-from service.batching import Batcher
-from service.settings import Settings, get_settings
+from service.engine import Engine
+from service.runners import build_predictor
+from service.settings import Settings
 
 
 @dataclass
 class ServedModel:
-    """The engine in front of the predictor, and the name the model is served under."""
+    """The engine, the checkpoint it runs (swapped by a reload), and the name clients use."""
 
-    engine: Batcher
-    name: str
+    engine: Engine
+    checkpoint: Checkpoint
+    settings: Settings
     # Called with every response's predictions (the metrics count them by label).
     on_predictions: Callable[[Sequence[Prediction]], None] = lambda predictions: None
+    _explainer: Predictor | None = field(default=None, repr=False)
 
     @property
-    def predictor(self) -> Predictor:
-        return self.engine.predictor
+    def name(self) -> str:
+        return self.settings.model_name
+
+    def explainer(self) -> Predictor:
+        """A predictor in this process for ``/explain``, built on first use and after a reload."""
+        explainer = self._explainer
+        if explainer is None or explainer.checkpoint is not self.checkpoint:
+            explainer = self._explainer = build_predictor(self.settings, self.checkpoint)
+        return explainer
 
 
-# Both dependencies are ``async def`` and read ``app.state``: FastAPI runs a sync dependency in a
-# thread pool and re-inspects an overridden one on every request, which cost ~40 % of /predict's
-# event-loop time under load (see README, "Serving performance").
-async def served_model(request: Request) -> ServedModel:
+def served_model(request: Request) -> ServedModel:
     served: ServedModel | None = request.app.state.served
     if served is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet; retry shortly")
     return served
 
 
-async def app_settings(request: Request) -> Settings:
-    """The settings the app was created with (``create_app`` stores them on ``app.state``)."""
-    settings: Settings | None = getattr(request.app.state, "settings", None)
-    return settings if settings is not None else get_settings()
+# ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
+async def _served(request: Request) -> ServedModel:
+    return served_model(request)
 
 
-SettingsDep = Annotated[Settings, Depends(app_settings)]
-ServedDep = Annotated[ServedModel, Depends(served_model)]
+async def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings  # the settings the app was created with
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ServedDep = Annotated[ServedModel, Depends(_served)]

@@ -13,12 +13,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request
 
 from model.explain import METHOD, Explanation, explain
 from model.predictor import Predictor
 from service.deps import ServedDep, SettingsDep
-from service.routes import check_limits
+from service.errors import engine_errors
+from service.routes import PREDICT_ERRORS, check_texts
 from service.schemas import ExplainRequest, ExplainResponse, ExplanationOut, ModelRef, TokenContributionOut
 
 SLOTS = 2
@@ -64,19 +65,16 @@ def _release(slots: asyncio.Semaphore) -> Callable[[asyncio.Future[Any]], None]:
     return done
 
 
-@router.post("/explain", response_model=ExplainResponse, tags=["predictions"])
+@router.post("/explain", response_model=ExplainResponse, tags=["predictions"], responses=PREDICT_ERRORS)
 async def explain_texts(
     body: ExplainRequest, request: Request, settings: SettingsDep, served: ServedDep
 ) -> ExplainResponse:
     """Classify each text and say how much each word pushed towards (or against) the label."""
-    check_limits(body.texts, settings)
-    predictor = served.predictor  # taken once: a hot reload mid-request does not mix two models
-    try:
+    check_texts(body.texts, settings)
+    # Taken once: a hot reload mid-request does not mix two models.
+    predictor = await asyncio.to_thread(served.explainer)
+    async with engine_errors(settings.request_timeout_s):
         results = await _explain(_slots(request), predictor, body.texts, settings.request_timeout_s)
-    except TimeoutError as exc:
-        raise HTTPException(
-            status.HTTP_504_GATEWAY_TIMEOUT, f"no explanation within {settings.request_timeout_s} s"
-        ) from exc
     return ExplainResponse(
         explanations=[
             ExplanationOut(

@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+def _has_text(text: str) -> str:
+    if not text.strip():
+        raise PydanticCustomError("blank_text", "must contain a non-whitespace character")
+    return text
+
+
+def _listed(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+_TEXT_SCHEMA = {"type": "string", "pattern": r"\S"}
+Text = Annotated[str, AfterValidator(_has_text), WithJsonSchema(_TEXT_SCHEMA)]
+# One text or a non-empty list of them; a single string answers as a list of one.
+Texts = Annotated[
+    list[Text],
+    BeforeValidator(_listed),
+    WithJsonSchema({"anyOf": [_TEXT_SCHEMA, {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1}]}),
+]
 
 
 class PredictRequest(BaseModel):
@@ -19,8 +38,9 @@ class PredictRequest(BaseModel):
         },
     )
 
-    texts: list[Text] = Field(
-        min_length=1, description="texts to classify; each must contain a non-whitespace character"
+    texts: Texts = Field(
+        min_length=1,
+        description="a text or a list of texts to classify; each must contain a non-whitespace character",
     )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.checkpoint import DEFAULT_CHECKPOINT
 
@@ -18,8 +18,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTIMENT_", env_file=".env", extra="ignore")
 
     checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="checkpoint directory to serve")
-    model_name: str | None = Field(
-        None, description="name reported in responses (default: the directory name)"
+    model_name: str = Field(
+        "sentiment",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the name clients address the model by (responses, /models/NAME, /v2/models/NAME); "
+        "it stays the same whatever checkpoint is served or reloaded",
     )
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 inside a container")
     port: int = Field(8000, ge=1, le=65535)
@@ -77,6 +80,11 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long accepted requests get to finish"
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="comma-separated origins a browser app may call the API from (e.g. "
+        "https://app.example.com; * for any); empty: no CORS headers",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line")
     access_log: bool = Field(True, description="log one line per request (method, path, status, time)")
@@ -93,16 +101,17 @@ class Settings(BaseSettings):
             raise ValueError(f"checkpoint directory {value} does not exist")
         return value
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        return [o.strip() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
+
     @field_validator("api_keys_file")
     @classmethod
     def _keys_file_readable(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"API keys file {value} does not exist")
         return value
-
-    @property
-    def served_name(self) -> str:
-        return self.model_name or self.checkpoint.name
 
 
 @lru_cache

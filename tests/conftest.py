@@ -70,6 +70,7 @@ def settings(tiny_checkpoint: Path) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         checkpoint=tiny_checkpoint,
+        model_name="tiny",
         device="cpu",
         torch_threads=1,
         torchscript=False,

@@ -10,8 +10,7 @@ from fastapi.testclient import TestClient
 
 from model.predictor import Predictor
 from service.app import create_app
-from service.batching import Batcher
-from service.model_process import ProcessBatcher
+from service.runners import ProcessRunner
 from service.settings import Settings
 from tests.conftest import LABELS
 
@@ -33,7 +32,8 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def message(response) -> str:  # type: ignore[no-untyped-def]
     """The readable sentence of an error answer."""
     body = response.json()
-    return body.get("message") or body["detail"]
+    assert isinstance(body["detail"], str), body  # one shape for every error
+    return str(body["detail"])
 
 
 @pytest.mark.parametrize(
@@ -53,8 +53,9 @@ def test_predict_answers_in_input_order(
     app = create_app(settings.model_copy(update=update))
     with TestClient(app) as client:
         response = client.post("/predict", json={"texts": TEXTS})
-        assert app.state.served.predictor.scripted is torchscript
-        assert isinstance(app.state.served.engine, ProcessBatcher) is model_process
+        assert isinstance(app.state.served.engine.runner, ProcessRunner) is model_process
+        if not model_process:
+            assert app.state.served.engine.runner.predictor.scripted is torchscript
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     expected = predictor.predict(TEXTS)
@@ -75,9 +76,16 @@ def test_predict_names_the_model(client: TestClient, predictor: Predictor) -> No
     assert len(model["version"]) == 12
 
 
-def test_model_name_from_settings(settings: Settings) -> None:
+def test_model_name_from_settings_and_by_default_not_the_directory(settings: Settings) -> None:
     with TestClient(create_app(settings.model_copy(update={"model_name": "sentiment-v2"}))) as client:
         assert client.post("/predict", json={"texts": ["love"]}).json()["model"]["name"] == "sentiment-v2"
+    default = Settings(_env_file=None, checkpoint=settings.checkpoint)  # type: ignore[call-arg]
+    assert default.model_name == "sentiment" != settings.checkpoint.name
+
+
+def test_a_single_string_is_one_text(client: TestClient) -> None:
+    one = client.post("/predict", json={"texts": "love"}).json()
+    assert one["predictions"] == client.post("/predict", json={"texts": ["love"]}).json()["predictions"]
 
 
 @pytest.mark.parametrize("enabled", [False, True])
@@ -115,12 +123,12 @@ def test_healthz(client: TestClient) -> None:
 def test_healthz_fails_once_the_model_has_been_down_too_long(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    down_since: list[float | None] = [None]
-    monkeypatch.setattr(Batcher, "unavailable_since", property(lambda self: down_since[0]))
-    with TestClient(create_app(settings.model_copy(update={"liveness_unavailable_s": 60}))) as client:
-        down_since[0] = time.monotonic() - 30  # restarting, not for long: alive
+    app = create_app(settings.model_copy(update={"liveness_unavailable_s": 60}))
+    with TestClient(app) as client:
+        engine = app.state.served.engine
+        engine.unavailable_since = time.monotonic() - 30  # restarting, not for long: alive
         assert client.get("/healthz").status_code == 200
-        down_since[0] = time.monotonic() - 90  # past the limit: replace me
+        engine.unavailable_since = time.monotonic() - 90  # past the limit: replace me
         response = client.get("/healthz")
         assert response.status_code == 503 and "no model for over 60 s" in message(response)
 
@@ -179,18 +187,18 @@ def test_docs_and_openapi(client: TestClient) -> None:
     ("body", "where", "says"),
     [
         ({}, "texts", "Field required"),
-        ({"texts": "just one string"}, "texts", "valid list"),
+        ({"texts": 12}, "texts", "valid array"),
         ({"texts": [1, 2]}, "texts.0", "valid string"),
-        ({"texts": None}, "texts", "valid list"),
+        ({"texts": None}, "texts", "valid array"),
         ({"texts": []}, "texts", "at least 1 item"),
-        ({"texts": ["fine", ""]}, "texts.1", "at least 1 character"),
-        ({"texts": ["fine", " \t\n "]}, "texts.1", "pattern"),
+        ({"texts": ["fine", ""]}, "texts.1", "must contain a non-whitespace character"),
+        ({"texts": ["fine", " \t\n "]}, "texts.1", "must contain a non-whitespace character"),
         ({"texts": ["fine"], "temperature": 2}, "temperature", "Extra inputs are not permitted"),
-        ([{"texts": ["fine"]}], "body", "valid dictionary"),
+        ([{"texts": ["fine"]}], "body", "an object"),
     ],
     ids=[
         "missing",
-        "string",
+        "number",
         "numbers",
         "null",
         "empty-list",
@@ -206,9 +214,9 @@ def test_invalid_requests_get_422_saying_what_to_fix(
     response = client.post("/predict", json=body)
     assert response.status_code == 422
     payload = response.json()
-    assert payload["message"].startswith(f"{where}: "), payload["message"]
-    assert says in payload["message"]
-    assert payload["detail"]  # FastAPI's per-field list, for programs
+    assert payload["detail"].startswith(f"{where}: "), payload["detail"]
+    assert says in payload["detail"]
+    assert payload["errors"][0]["loc"][0] == "body"  # the per-field list, for programs
 
 
 def test_too_many_texts_get_413(settings: Settings) -> None:
@@ -230,4 +238,28 @@ def test_too_long_a_text_gets_413(settings: Settings) -> None:
 def test_a_body_that_is_not_json_gets_422(client: TestClient) -> None:
     response = client.post("/predict", content=b"texts=hello", headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert "JSON" in response.json()["message"]
+    assert "JSON" in message(response)
+
+
+def test_a_wrong_method_or_path_says_what_to_use(client: TestClient) -> None:
+    response = client.get("/predict")
+    assert response.status_code == 405 and message(response) == "GET is not allowed on /predict; use POST"
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and "/docs" in message(missing)
+
+
+def test_cors_is_off_by_default_and_allows_the_configured_origins(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    with TestClient(create_app(settings)) as client:
+        assert "access-control-allow-origin" not in client.options("/predict", headers=preflight).headers
+    allowed = settings.model_copy(update={"cors_origins": ["https://app.example.com"]})
+    with TestClient(create_app(allowed)) as client:
+        answer = client.options("/predict", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
+        other = client.post("/predict", json={"texts": ["love"]}, headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    monkeypatch.setenv("SENTIMENT_CORS_ORIGINS", "https://a.example, https://b.example")
+    from_env = Settings(_env_file=None, checkpoint=settings.checkpoint)  # type: ignore[call-arg]
+    assert from_env.cors_origins == ["https://a.example", "https://b.example"]

@@ -110,7 +110,7 @@ def test_train_save_load_evaluate_serve(corpus: Path, trained: tuple[Path, Run])
         response = client.post("/predict", json={"texts": ["I love it, wonderful", "worst day, I hate it"]})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == {"name": "model", "version": checkpoint.version}
+    assert body["model"] == {"name": "sentiment", "version": checkpoint.version}
     assert len(body["predictions"]) == 2
     for prediction in body["predictions"]:
         assert set(prediction["probabilities"]) == set(checkpoint.labels)

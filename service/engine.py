@@ -1,0 +1,428 @@
+"""The batching engine between the HTTP handlers and the model.
+
+Requests put their texts in a bounded queue and await their predictions. The ``Scheduler`` decides
+what the next batch holds: an equal share of each waiting request in turn (a large request is split
+and interleaved with small ones instead of starving them), each request's texts shortest first (its
+slices hold texts of similar length, and the LSTM runs packed). It is plain data, no threads or clock.
+
+The ``Engine`` keeps a runner (``service.runners``: the model in a thread or in a child process) busy
+with up to ``depth`` batches: the one it computes and the next, sent ahead once half a batch waits,
+so the runner never waits for a busy event loop. An idle runner gets a request at once (``max_wait_ms``
+0): a lone client never waits for company. A runner that dies fails only the batches it held and is
+started again, with backoff, for as long as it fails; a reload switches to a new runner between
+batches, once every request already begun has finished on the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from model.predictor import Prediction, to_predictions
+
+log = logging.getLogger(__name__)
+RESTART_BACKOFF_S = (0.5, 30.0)  # first wait between failed starts of a runner, and the longest
+
+# A slice's answer from a runner: probabilities (n, L) and truncation flags, or what went wrong.
+Part = tuple[np.ndarray, list[bool]] | BaseException
+
+
+class QueueFull(RuntimeError):
+    """More texts are waiting than the queue holds; the caller should retry later."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The model cannot take requests just now (its process is restarting); retry shortly."""
+
+
+class Runner(Protocol):
+    """Turns batches of texts into probabilities; ``sizes`` are the requests' shares of a batch."""
+
+    labels: list[str]
+    version: str
+    on_lost: Callable[[], None]  # called if the runner dies (its pending batches never answer)
+
+    def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[list[Part]]: ...
+
+    async def close(self) -> None: ...
+
+
+class Job:
+    """One request: its texts, shortest first, and how far the batches got."""
+
+    __slots__ = ("abandoned", "done", "future", "order", "results", "taken", "texts", "version")
+
+    def __init__(self, texts: Sequence[str], future: Any = None) -> None:
+        self.texts = texts
+        self.future = future
+        n = len(texts)
+        self.order: list[int] = [0] if n == 1 else sorted(range(n), key=[len(t) for t in texts].__getitem__)
+        self.results: list[Prediction | None] = [None] * n
+        self.taken = 0  # texts of ``order`` already in a batch
+        self.done = 0  # texts with a result
+        self.abandoned = False  # cancelled, timed out or failed: drop what is still queued
+        self.version = ""  # of the model that answered it
+
+    @property
+    def remaining(self) -> int:
+        return len(self.texts) - self.taken
+
+
+Slice = tuple[Job, int, int]  # positions [start, stop) of a job's ``order`` inside one batch
+
+
+class Scheduler:
+    """The queue: which texts form the next batch. ``whole`` takes one request per batch (batching off)."""
+
+    def __init__(self, max_batch_size: int, max_queue_texts: int, max_wait_s: float, whole: bool) -> None:
+        self.max_batch_size, self.max_queue_texts, self.max_wait_s = (
+            max_batch_size,
+            max_queue_texts,
+            max_wait_s,
+        )
+        self.whole = whole
+        self.jobs: deque[Job] = deque()
+        self.queued = 0  # texts waiting, not yet in a batch
+        self.since = 0.0  # when the oldest waiting text arrived
+
+    def add(self, job: Job, now: float) -> None:
+        if self.queued + len(job.texts) > self.max_queue_texts:
+            raise QueueFull(f"{self.queued} texts already queued (limit {self.max_queue_texts})")
+        if not self.queued:
+            self.since = now
+        self.jobs.append(job)
+        self.queued += len(job.texts)
+
+    def wait(self, now: float) -> float:
+        """Seconds to let a batch that is not full fill up (``max_wait_ms``) before it is taken."""
+        if self.queued >= self.max_batch_size or self.whole:
+            return 0.0
+        return max(0.0, self.since + self.max_wait_s - now)
+
+    def take(self, begun_only: bool = False) -> list[Slice]:
+        """Up to ``max_batch_size`` texts, an equal share from each waiting request in turn;
+        ``begun_only``: only from requests that already have texts in a batch (before a model swap)."""
+        batch: list[Slice] = []
+        room = self.max_batch_size
+        share = max(1, room // max(1, len(self.jobs)))
+        for _ in range(len(self.jobs)):
+            if not room:
+                break
+            job = self.jobs.popleft()
+            if job.abandoned:  # drop what it still has queued
+                self.queued -= job.remaining
+                job.taken = len(job.texts)
+                continue
+            if begun_only and not job.taken:
+                self.jobs.append(job)
+                continue
+            n = job.remaining if self.whole else min(share, room, job.remaining)
+            batch.append((job, job.taken, job.taken + n))
+            job.taken += n
+            self.queued -= n
+            room = 0 if self.whole else room - n
+            if job.remaining:
+                self.jobs.append(job)
+        return batch
+
+    def drop(self, job: Job) -> None:
+        """Take an abandoned request's remaining texts out of the queue."""
+        if job.remaining and job in self.jobs:
+            self.jobs.remove(job)
+            self.queued -= job.remaining
+            job.taken = len(job.texts)
+
+    def begun(self) -> bool:
+        """Whether a request has texts both in a batch and still in the queue."""
+        return any(job.taken and not job.abandoned for job in self.jobs)
+
+    def clear(self) -> list[Job]:
+        jobs, self.jobs, self.queued = list(self.jobs), deque(), 0
+        return jobs
+
+    def complete(
+        self, batch: list[Slice], parts: list[Part], labels: list[str], version: str
+    ) -> list[tuple[Job, BaseException | None]]:
+        """Record each slice's answer; returns the jobs now finished, with the error of those that failed."""
+        finished: list[tuple[Job, BaseException | None]] = []
+        for (job, a, b), part in zip(batch, parts, strict=True):
+            if job.abandoned:
+                continue
+            if isinstance(part, BaseException):
+                job.abandoned = True
+                self.drop(job)
+                finished.append((job, part))
+                continue
+            for i, prediction in zip(job.order[a:b], to_predictions(labels, *part), strict=True):
+                job.results[i] = prediction
+            job.done += b - a
+            job.version = version
+            if job.done == len(job.texts):
+                finished.append((job, None))
+        return finished
+
+
+@dataclass
+class BatchStats:
+    """Totals since start; read them for a mean batch size (``GET /metrics`` has histograms)."""
+
+    batches: int = 0
+    texts: int = 0
+    inference_seconds: float = 0.0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.texts / self.batches if self.batches else 0.0
+
+
+@dataclass
+class Result:
+    predictions: list[Prediction]
+    version: str  # of the model that computed every one of them
+
+
+class Engine:
+    """Requests in, batches through a runner, predictions out; ``start_runner(path)`` makes runners."""
+
+    def __init__(
+        self,
+        start_runner: Callable[[Path], Awaitable[Runner]],
+        checkpoint: Path,
+        scheduler: Scheduler,
+        depth: int = 2,
+        on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+        on_restart: Callable[[str], None] = lambda outcome: None,
+    ) -> None:
+        self.start_runner, self.checkpoint, self.scheduler, self.depth = (
+            start_runner,
+            checkpoint,
+            scheduler,
+            depth,
+        )
+        self.on_batch, self.on_restart = on_batch, on_restart
+        self.stats = BatchStats()
+        self.runner: Runner | None = None
+        self.unavailable_since: float | None = None  # ``time.monotonic()`` when the runner was lost
+        self._failure: str | None = None  # why the runner could not be started again
+        self._next: tuple[Runner, Path] | None = None  # a reload waiting for the old runner to finish
+        self._in_flight: deque[tuple[list[Slice], Runner, float]] = deque()
+        self._done_at = 0.0
+        self._ahead = 1 if scheduler.whole else max(1, scheduler.max_batch_size // 2)
+        self._timer: asyncio.TimerHandle | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def queued(self) -> int:
+        return self.scheduler.queued
+
+    @property
+    def max_queue_texts(self) -> int:
+        return self.scheduler.max_queue_texts
+
+    @property
+    def saturated(self) -> bool:
+        return self.scheduler.queued >= self.scheduler.max_queue_texts
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the engine cannot take requests just now, or None when it can."""
+        if self._failure is not None:
+            return self._failure
+        return "the model process is restarting" if self.runner is None and not self._stopping else None
+
+    async def start(self) -> None:
+        self._attach(await self.start_runner(self.checkpoint))
+
+    async def submit(self, texts: Sequence[str]) -> Result:
+        """Predict ``texts``; raises ``QueueFull`` at once when the queue has no room for them."""
+        if self._failure is not None:
+            raise EngineUnavailable(self._failure)
+        if self._stopping:
+            raise RuntimeError("the batching engine stopped")
+        job = Job(texts, asyncio.get_running_loop().create_future())
+        self.scheduler.add(job, time.monotonic())
+        self._dispatch()
+        try:
+            return await job.future  # type: ignore[no-any-return]
+        finally:
+            if job.remaining:  # cancelled or timed out: what is still queued is dropped
+                job.abandoned = True
+                self.scheduler.drop(job)
+                self._set_idle()
+
+    async def swap(self, runner: Runner, checkpoint: Path) -> None:
+        """Serve ``runner`` (started on ``checkpoint``) once the old one has finished what it began."""
+        if self._next is not None:  # two reloads in a row: the later one wins
+            await self._next[0].close()
+        self._next = (runner, checkpoint)
+        if self.runner is None:  # down: nothing to finish first
+            self._switch()
+        self._dispatch()
+
+    async def drain(self) -> None:
+        """Wait until every accepted text has its result."""
+        while self.scheduler.queued or self._in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Fail what is still queued, let the batches in the runner finish, close it."""
+        self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._restart is not None:
+            self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restart
+        self._fail(self.scheduler.clear(), RuntimeError("the batching engine stopped"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), 5)
+        for runner in (self.runner, self._next[0] if self._next else None):
+            if runner is not None:
+                runner.on_lost = lambda: None
+                await runner.close()
+        s = self.stats
+        log.info("engine: %d texts in %d batches (mean %.1f)", s.texts, s.batches, s.mean_batch_size)
+
+    # -- batches to the runner, answers back --------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.runner is not None and not self._stopping and len(self._in_flight) < self.depth:
+            if self._next is not None and not self.scheduler.begun():
+                if self._in_flight:
+                    return  # the old runner still answers what it began
+                self._switch()
+            if not self.scheduler.queued or (self._in_flight and self.scheduler.queued < self._ahead):
+                break
+            if not self._in_flight and (wait := self.scheduler.wait(time.monotonic())) > 0:
+                self._timer = asyncio.get_running_loop().call_later(wait, self._dispatch)
+                return
+            batch = self.scheduler.take(begun_only=self._next is not None)
+            if not batch:
+                break
+            self._send(batch, self.runner)
+        self._set_idle()
+
+    def _send(self, batch: list[Slice], runner: Runner) -> None:
+        texts = [job.texts[i] for job, a, b in batch for i in job.order[a:b]]
+        self._in_flight.append((batch, runner, time.perf_counter()))
+        try:
+            future = runner.run(texts, [b - a for _, a, b in batch])
+        except Exception as exc:  # nothing was sent, so no answer will come for this batch
+            log.exception("could not send a batch of %d texts to the model", len(texts))
+            future = asyncio.get_running_loop().create_future()
+            future.set_result([exc] * len(batch))
+        future.add_done_callback(lambda f: self._answered(batch, runner, f))
+
+    def _answered(self, batch: list[Slice], runner: Runner, future: asyncio.Future[list[Part]]) -> None:
+        entry = next((e for e in self._in_flight if e[0] is batch), None)
+        if entry is None:  # failed already: its runner was lost
+            return
+        self._in_flight.remove(entry)
+        now = time.perf_counter()
+        seconds = now - max(entry[2], self._done_at)  # its own time, not its wait behind the one before
+        self._done_at = now
+        size = sum(b - a for _, a, b in batch)
+        self.stats.batches += 1
+        self.stats.texts += size
+        self.stats.inference_seconds += seconds
+        try:
+            finished = self.scheduler.complete(batch, future.result(), runner.labels, runner.version)
+        except Exception as exc:
+            log.exception("unreadable answer from the model for a batch of %d texts", size)
+            bad = RuntimeError(f"unreadable answer from the model: {exc!r}")
+            finished = self.scheduler.complete(batch, [bad] * len(batch), runner.labels, runner.version)
+        for job, error in finished:
+            if job.future.done():
+                continue
+            if error is None:
+                job.future.set_result(Result(job.results, job.version))  # type: ignore[arg-type]
+            else:
+                job.future.set_exception(error)
+        self.on_batch(size, seconds)
+        self._dispatch()
+
+    # -- runners: swap, loss, restart ---------------------------------------------------------------
+
+    def _attach(self, runner: Runner) -> None:
+        self.runner, self.unavailable_since, self._failure = runner, None, None
+        runner.on_lost = lambda: self._lost(runner)
+
+    def _switch(self) -> None:
+        assert self._next is not None
+        old, (runner, self.checkpoint) = self.runner, self._next
+        self._next = None
+        self._attach(runner)
+        if old is not None:
+            old.on_lost = lambda: None
+            asyncio.get_running_loop().create_task(old.close())
+
+    def _lost(self, runner: Runner) -> None:
+        """The runner died: fail the batches it held (503) and start another."""
+        if runner is not self.runner or self._stopping:
+            return
+        log.error("the model process exited; starting another")
+        self.runner, self.unavailable_since = None, time.monotonic()
+        asyncio.get_running_loop().create_task(runner.close())
+        lost = [job for batch, _, _ in self._in_flight for job, _, _ in batch]
+        self._in_flight.clear()
+        self._fail(lost, EngineUnavailable("the model process exited while computing this request"))
+        if self._next is not None:  # a reload was waiting for it: the new runner takes over now
+            self._switch()
+            self._dispatch()
+        elif self._restart is None:
+            self._restart = asyncio.get_running_loop().create_task(self._start_again())
+        self._set_idle()
+
+    async def _start_again(self) -> None:
+        """Start a runner again, retrying with backoff for as long as it fails: a failure that heals
+        (memory freed, a file back) then needs no one. Meanwhile requests get 503 at once."""
+        delay = RESTART_BACKOFF_S[0]
+        try:
+            while self.runner is None and not self._stopping:
+                try:
+                    runner = await self.start_runner(self.checkpoint)
+                except Exception as exc:  # EngineUnavailable, or the system refusing a process (OSError)
+                    self._failure = f"the model process exited and could not be started again: {exc}"
+                    log.error("%s; trying again in %.1f s", self._failure, delay)
+                    self.on_restart("failed")
+                    self._fail(self.scheduler.clear(), EngineUnavailable(self._failure))
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, RESTART_BACKOFF_S[1])
+                    continue
+                if self.runner is not None or self._stopping:  # a reload took over meanwhile
+                    await runner.close()
+                    return
+                self.on_restart("started")
+                log.info("the model process is running again")
+                self._attach(runner)
+        finally:
+            self._restart = None
+        self._dispatch()
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _fail(self, jobs: list[Job], error: BaseException) -> None:
+        for job in jobs:
+            job.abandoned = True
+            self.scheduler.drop(job)
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    def _set_idle(self) -> None:
+        if not self.scheduler.queued and not self._in_flight:
+            self._idle.set()

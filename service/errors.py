@@ -1,0 +1,151 @@
+"""One error shape for every route: ``{"detail": "what went wrong, and what to fix"}``.
+
+A 422 adds ``errors``, the per-field list (``loc``, ``msg``, ``type``). The Hugging Face and Open
+Inference Protocol routes also carry the message as ``error``, the key their clients read, and answer
+400 for a body that does not validate, as those protocols do. The engine's outcomes (queue full,
+model restarting, past the deadline) become HTTP answers here, for every route family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.engine import EngineUnavailable, QueueFull
+
+M = TypeVar("M", bound=BaseModel)
+RETRY = {"Retry-After": "1"}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "what went wrong, and what to fix"},
+        "errors": {"type": "array", "items": {"type": "object"}, "description": "422: each invalid field"},
+    },
+    "required": ["detail"],
+}
+
+
+def error_response(description: str) -> dict[str, Any]:
+    """An OpenAPI response with the error body."""
+    return {"description": description, "content": {"application/json": {"schema": SCHEMA}}}
+
+
+def error_body(
+    message: str, errors: list[dict[str, Any]] | None = None, protocol: bool = False
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": message}
+    if errors is not None:
+        body["errors"] = errors
+    if protocol:
+        body["error"] = message
+    return body
+
+
+@asynccontextmanager
+async def engine_errors(timeout_s: float) -> AsyncIterator[None]:
+    """Run the block within ``timeout_s``; the engine's refusals and the deadline as HTTP errors."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except EngineUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; retry shortly", RETRY) from exc
+    except QueueFull as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"overloaded: {exc}; retry shortly", RETRY
+        ) from exc
+    except TimeoutError as exc:
+        raise HTTPException(
+            status.HTTP_504_GATEWAY_TIMEOUT, f"no result within {timeout_s} s (SENTIMENT_REQUEST_TIMEOUT_S)"
+        ) from exc
+
+
+def parse(model: type[M], body: bytes) -> M:
+    """``body`` validated as ``model`` by pydantic's JSON parser; errors as the routes' 400 and 422."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        if errors[0]["type"] != "json_invalid":
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as cause:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, _not_utf8(cause)) from None
+        if "recursion limit" in errors[0]["msg"]:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "request body is nested too deeply to parse"
+            ) from None
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"JSON decode error: {errors[0]['msg']}", "type": "json_invalid"}]
+        ) from exc
+
+
+def _not_utf8(cause: UnicodeDecodeError) -> str:
+    return f"request body is not valid UTF-8 (byte {cause.start}): JSON must be UTF-8"
+
+
+def _readable(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {first.get('msg', 'invalid request')}", errors
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with the per-field list and one sentence saying what to fix."""
+    assert isinstance(exc, RequestValidationError)
+    message, errors = _readable(exc)
+    return JSONResponse(error_body(message, errors), status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """HTTP errors in the one shape, with the reason when a body could not be parsed at all."""
+    assert isinstance(exc, StarletteHTTPException)
+    return _render(request, exc, protocol=False)
+
+
+def _render(request: Request, exc: StarletteHTTPException, protocol: bool) -> Response:
+    message = str(exc.detail)
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        message = _not_utf8(cause)
+    elif exc.status_code == 400 and isinstance(cause, RecursionError):
+        message = "request body is nested too deeply to parse"
+    elif exc.status_code == 400 and cause is not None:
+        message = f"request body could not be parsed as JSON: {cause}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+    elif exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.url.path}: the API is described at /docs"
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(message, protocol=protocol), exc.status_code, headers=exc.headers)
+
+
+class ProtocolRoute(APIRoute):
+    """A Hugging Face or Open Inference Protocol route: 400 for a body that does not validate, and
+    the message also under ``error``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                message, _ = _readable(exc)
+                return JSONResponse(error_body(message, protocol=True), status.HTTP_400_BAD_REQUEST)
+            except StarletteHTTPException as exc:
+                return _render(request, exc, protocol=True)
+
+        return route
