@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.serve --duration 4 --soak 0   # a quick look, under a minute
     .venv/bin/python -m bench.serve --quantization          # fp32 vs int8: test-split accuracy, speed
     .venv/bin/python -m bench.serve --against SENTIMENT_TORCHSCRIPT=false   # one setting, paired
+    .venv/bin/python -m bench.serve --against checkout=../other --concurrency 1,64,256  # code, paired
     .venv/bin/python -m bench.serve --gil                   # the forward pass beside a GIL-holding thread
 
 1. Model-only limit: ``Predictor.predict`` texts/s at each batch size (no HTTP), best one kept.
@@ -26,7 +27,8 @@ from the environment (``SENTIMENT_TORCH_THREADS``, ``SENTIMENT_WORKERS``, ...), 
 warning so that no log line is written per request.
 
 ``--against NAME=VALUE`` measures one setting instead: two batching services, the defaults and one
-with that variable changed, in alternating rounds (``--rounds``, ``--duration``) at each
+with that variable changed (``checkout=DIR``: the same settings, another checkout's code, e.g. a
+``git worktree`` of main), in alternating rounds (``--rounds``, ``--duration``) at each
 ``--concurrency`` (default 64).
 """
 
@@ -262,7 +264,9 @@ def _rss_kib(pid: int) -> int:
 
 
 @contextmanager
-def serve(name: str, batching: bool, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def serve(
+    name: str, batching: bool, log: Path, extra_env: dict[str, str] | None = None, code: Path | None = None
+) -> Iterator[Server]:
     port = free_port()
     env = {**os.environ, "SENTIMENT_PORT": str(port), "SENTIMENT_HOST": "127.0.0.1"}
     env |= {"SENTIMENT_BATCHING": str(batching).lower(), "SENTIMENT_LOG_LEVEL": "warning"}
@@ -270,7 +274,10 @@ def serve(name: str, batching: bool, log: Path, extra_env: dict[str, str] | None
     for key in ("SENTIMENT_API_KEYS", "SENTIMENT_API_KEYS_FILE"):  # an open service is measured
         env.pop(key, None)
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=out, stderr=out)
+        # ``code``: another checkout's service, run from its root so that its modules are imported.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], env=env, stdout=out, stderr=out, cwd=code
+        )
     server = Server(name, port, process)
     try:
         _wait_ready(server, log)
@@ -375,17 +382,22 @@ def load_files(texts: list[str]) -> Iterator[Path]:
 
 
 def against(change: str, texts: list[str], concurrencies: list[int], args: argparse.Namespace) -> int:
-    """The batching service with its defaults and with ``NAME=VALUE``, in alternating rounds."""
+    """The batching service with its defaults and with ``NAME=VALUE`` (or another checkout's code, for
+    ``checkout=DIR``), in alternating rounds."""
     name, _, value = change.partition("=")
     if not name or not value:
-        print(f"--against wants NAME=VALUE, got {change!r}", file=sys.stderr)
+        print(f"--against wants NAME=VALUE or checkout=DIR, got {change!r}", file=sys.stderr)
+        return 2
+    code = Path(value).resolve() if name == "checkout" else None
+    if code is not None and not (code / "service" / "__main__.py").is_file():
+        print(f"--against checkout={value}: no service/__main__.py there", file=sys.stderr)
         return 2
     print(f"machine: {machine()}\n{args.rounds} rounds of {args.duration:.0f} s per concurrency", flush=True)
     cells: list[Cell] = []
     with (
         load_files(texts) as files,
         serve("defaults", True, files / "a.log") as base,
-        serve(change, True, files / "b.log", {name: value}) as other,
+        serve(change, True, files / "b.log", None if code else {name: value}, code) as other,
     ):
         for server in (base, other):
             wrk(server, 16, 3, files)  # warm-up
@@ -467,8 +479,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--against",
         metavar="NAME=VALUE",
-        help="only compare the batching service with one environment variable changed, paired, then exit "
-        "(no soak, no --json)",
+        help="only compare the batching service with one environment variable changed (or checkout=DIR: "
+        "another checkout's code), paired, then exit (no soak, no --json)",
     )
     parser.add_argument("--rounds", type=int, default=4, help="--against: alternating rounds")
     parser.add_argument(

@@ -24,7 +24,7 @@ from service.limits import BodyLimitMiddleware, document_errors
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
 from service.observability import RequestContextMiddleware
-from service.routes import router
+from service.routes import PREDICT_ROUTE, router
 from service.runners import configure_process, make_engine
 from service.settings import Settings, get_settings
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.served = None
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.router.routes.insert(0, PREDICT_ROUTE)  # first: see routes.py
     app.include_router(router)
     for extra in (explain_routes.router, compat.router, demo.router):
         app.include_router(extra)

@@ -9,8 +9,7 @@ model restarting, past the deadline) become HTTP answers here, for every route f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request, Response, status
@@ -50,22 +49,35 @@ def error_body(
     return body
 
 
-@asynccontextmanager
-async def engine_errors(timeout_s: float) -> AsyncIterator[None]:
-    """Run the block within ``timeout_s``; the engine's refusals and the deadline as HTTP errors."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            yield
-    except EngineUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; retry shortly", RETRY) from exc
-    except QueueFull as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"overloaded: {exc}; retry shortly", RETRY
-        ) from exc
-    except TimeoutError as exc:
-        raise HTTPException(
-            status.HTTP_504_GATEWAY_TIMEOUT, f"no result within {timeout_s} s (SENTIMENT_REQUEST_TIMEOUT_S)"
-        ) from exc
+class engine_errors:  # lower case: used like asyncio.timeout, ``async with engine_errors(timeout_s):``
+    """Run the block within ``timeout_s``; the engine's refusals and the deadline as HTTP errors.
+
+    A class rather than ``@asynccontextmanager``: it is on every request's path, and a generator-based
+    context manager costs several microseconds more per request."""
+
+    __slots__ = ("timeout", "timeout_s")
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.timeout = asyncio.timeout(timeout_s)
+
+    async def __aenter__(self) -> None:
+        await self.timeout.__aenter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            await self.timeout.__aexit__(kind, exc, tb)
+        except TimeoutError as timeout:
+            raise HTTPException(
+                status.HTTP_504_GATEWAY_TIMEOUT,
+                f"no result within {self.timeout_s} s (SENTIMENT_REQUEST_TIMEOUT_S)",
+            ) from timeout
+        if isinstance(exc, EngineUnavailable):
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{exc}; retry shortly", RETRY) from exc
+        if isinstance(exc, QueueFull):
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, f"overloaded: {exc}; retry shortly", RETRY
+            ) from exc
 
 
 def parse(model: type[M], body: bytes) -> M:

@@ -40,6 +40,9 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0
 UNBATCHED_THREADS = 4  # with batching off, requests that run side by side
+# A batch this small that finds the model process idle runs in the server instead: a lone client skips
+# two hops between processes, which otherwise make batching slower than no batching at concurrency 1.
+LOCAL_TEXTS = 4
 _OK, _FAILED = b"\x00", b"\x01"
 
 
@@ -139,23 +142,43 @@ class ThreadRunner:
 
 
 class ProcessRunner:
-    """The model in a child process; the event loop reads its answers as the pipe becomes readable."""
+    """The model in a child process; the event loop reads its answers as the pipe becomes readable.
+    ``local``: the same model in a thread here, for a small batch that finds the child idle."""
 
-    def __init__(self, process: BaseProcess, conn: Connection, labels: list[str], version: str) -> None:
-        self.process, self.labels, self.version = process, labels, version
+    def __init__(
+        self, process: BaseProcess, conn: Connection, labels: list[str], version: str, local: ThreadRunner
+    ) -> None:
+        self.process, self.labels, self.version, self.local = process, labels, version, local
         self.on_lost: Callable[[], None] = lambda: None
         self._conn = conn
         self._pending: deque[tuple[asyncio.Future[list[Part]], list[int]]] = deque()
+        self._local_busy = False
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(conn.fileno(), self._readable)
 
     @classmethod
     async def start(cls, settings: Settings, path: Path) -> ProcessRunner:
         """Spawn it and wait until its model is loaded; ``EngineUnavailable`` if it cannot start."""
-        process, conn, ready = await asyncio.to_thread(_spawn, settings, path)
-        return cls(process, conn, ready["labels"], ready["version"])
+        spawned, local = await asyncio.gather(
+            asyncio.to_thread(_spawn, settings, path),
+            ThreadRunner.start(settings, path),
+            return_exceptions=True,
+        )
+        if isinstance(spawned, BaseException) or isinstance(local, BaseException):
+            if not isinstance(spawned, BaseException):
+                spawned[0].kill()
+            if not isinstance(local, BaseException):
+                await local.close()
+            raise spawned if isinstance(spawned, BaseException) else EngineUnavailable(f"{local}")
+        process, conn, ready = spawned
+        return cls(process, conn, ready["labels"], ready["version"], local)
 
     def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[list[Part]]:
+        if len(texts) <= LOCAL_TEXTS and not self._pending and not self._local_busy:
+            self._local_busy = True
+            future = self.local.run(texts, sizes)
+            future.add_done_callback(lambda _: setattr(self, "_local_busy", False))
+            return future
         # At most two batches are in the child, whose receiving thread reads each at once: the pipe
         # takes this without waiting, except for a batch far over its buffer (~200 kB), briefly.
         self._conn.send_bytes(json.dumps([texts, sizes]).encode())
@@ -180,6 +203,7 @@ class ProcessRunner:
 
     async def close(self) -> None:
         """Close the pipe (the child exits when it reads EOF); kill it if it lingers."""
+        await self.local.close()
         if not self._conn.closed:
             self._loop.remove_reader(self._conn.fileno())
             self._conn.close()

@@ -108,6 +108,11 @@ def test_a_process_runner_answers_and_reports_its_death(settings: Settings, pred
         first, second = runner.run(TEXTS, [5]), runner.run(TEXTS[::-1], [2, 3])  # two in flight
         assert_parts(await first, predictor, [TEXTS])
         assert_parts(await second, predictor, [TEXTS[::-1][:2], TEXTS[::-1][2:]])
+        # A small batch, alone (answered in this process) and beside a large one (in the child).
+        assert_parts(await runner.run(TEXTS[:2], [1, 1]), predictor, [TEXTS[:1], TEXTS[1:2]])
+        large, small = runner.run(TEXTS, [5]), runner.run(TEXTS[:1], [1])
+        assert_parts(await small, predictor, [TEXTS[:1]])
+        assert_parts(await large, predictor, [TEXTS])
         assert runner.process.pid is not None
         os.kill(runner.process.pid, signal.SIGKILL)
         await asyncio.wait_for(lost.wait(), 10)
