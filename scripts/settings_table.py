@@ -1,7 +1,7 @@
 """The settings table of docs/operations.md, generated from ``service.settings.Settings``.
 
-    .venv/bin/python scripts/settings_table.py           # rewrite the table in docs/operations.md
-    .venv/bin/python scripts/settings_table.py --check   # exit 1 if the table differs (a test runs this)
+.venv/bin/python scripts/settings_table.py           # rewrite the table in docs/operations.md
+.venv/bin/python scripts/settings_table.py --check   # exit 1 if the table differs (a test runs this)
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only check that the table is current")
     args = parser.parse_args(argv)
     text = DOC.read_text(encoding="utf-8")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     current = f"\n{table()}\n"
     if args.check:
         if text[start:end] != current:
-            print(f"{DOC} has an outdated settings table: run python scripts/settings_table.py", file=sys.stderr)
+            print(f"{DOC}: outdated settings table; run python scripts/settings_table.py", file=sys.stderr)
             return 1
         return 0
     DOC.write_text(text[:start] + current + text[end:], encoding="utf-8")
