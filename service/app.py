@@ -13,13 +13,14 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from model.checkpoint import load_checkpoint
 from service import admin, compat, demo, explain_routes
 from service.auth import ApiKeyMiddleware, load_keys, needs_key
 from service.deps import ServedModel
 from service.engine import Engine
-from service.errors import http_error, validation_error
+from service.errors import client_gone, http_error, validation_error
 from service.limits import BodyLimitMiddleware, document_errors
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.served = None
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.router.routes.insert(0, PREDICT_ROUTE)  # first: see routes.py
     app.include_router(router)
     for extra in (explain_routes.router, compat.router, demo.router):

@@ -161,3 +161,11 @@ class ProtocolRoute(APIRoute):
                 return _render(request, exc, protocol=True)
 
         return route
+
+
+CLIENT_GONE = 499  # nginx's "client closed request": recorded in metrics and logs; nobody receives it
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client left (or was cut off by a deadline) before its body arrived: no one to answer."""
+    return Response(status_code=CLIENT_GONE)

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
         None, description="comma-separated API keys; when any key is set, requests need one"
     )
     api_keys_file: Path | None = Field(None, description="file with one API key per line (# comments)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's head (request line and headers) must arrive within this"
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="a request's body must arrive within this")
+    keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="largest request head (request line and headers); past it, 431"
+    )
+    max_connections: int = Field(
+        2048, ge=1, description="concurrent connections (and requests) per worker; past it, 503"
+    )
     shutdown_grace_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long accepted requests get to finish"
     )

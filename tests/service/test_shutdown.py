@@ -135,7 +135,7 @@ def test_start_up_without_the_checkpoint_fails_naming_it(
     monkeypatch.setenv("SENTIMENT_CHECKPOINT", str(tmp_path / "missing"))
     get_settings.cache_clear()
     try:
-        code = main()
+        code = main([])
     finally:
         get_settings.cache_clear()
     assert code == 2

@@ -1,0 +1,57 @@
+"""Connection hygiene against a real server: a head and a body that do not arrive in time, and a head
+that never ends, are cut off, and other clients are served meanwhile (slow: a server on loopback)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.service.live_server import live_server
+
+pytestmark = pytest.mark.slow
+
+
+def _connect(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    conn = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    return conn
+
+
+def _answer(conn: socket.socket) -> bytes:
+    """What the server sent before it closed the connection."""
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_slow_or_endless_heads_and_stalled_bodies_are_cut_off(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with live_server(
+        tiny_checkpoint, tmp_path, header_timeout_s="1", body_timeout_s="1", max_header_bytes="4096"
+    ) as server:
+        silent, slow, stalled, endless = (_connect(server.url) for _ in range(4))
+        started = time.monotonic()
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        stalled.sendall(b'Content-Length: 100\r\n\r\n{"texts": ')
+        endless.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 65536)
+        for byte in b"GET /healthz HTTP/1.1\r\n":  # slowloris: a byte at a time
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            # Meanwhile other clients are served.
+            assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+            time.sleep(0.1)
+        assert _answer(endless).startswith(b"HTTP/1.1 431 ")
+        assert _answer(silent).startswith(b"HTTP/1.1 408 ")
+        assert _answer(slow).startswith(b"HTTP/1.1 408 ")
+        assert _answer(stalled).startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started < 5
+        assert "Traceback" not in server.log, server.log
+        for conn in (silent, slow, stalled, endless):
+            conn.close()
