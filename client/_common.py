@@ -40,6 +40,7 @@ class Wait:
 
 Step = Send | Wait
 Outcome = httpx.Response | Exception | None  # the answer to a Send (a response or what it raised); Wait: None
+Steps = Generator[Step, Outcome, T]
 
 # What a request that got no answer raises: httpx's, and httpx2's (a fork; starlette's TestClient uses it).
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)
@@ -51,7 +52,6 @@ try:
     TIMEOUT_ERRORS += (httpx2.TimeoutException,)
 except ImportError:  # pragma: no cover - httpx2 is optional
     pass
-Steps = Generator[Step, Outcome, T]
 
 _PREFIX, _SUFFIX = b'{"texts":[', b"]}"  # a body is _PREFIX + the texts, comma-separated + _SUFFIX
 

@@ -34,11 +34,12 @@ class AsyncSentimentClient(ClientBase):
         self._sleep = sleep
 
     async def predict(self, texts: str | Sequence[str]) -> PredictResult:
-        """Label, score and probabilities of each text, in input order."""
+        """Label, score and probabilities of each text, in input order (a list longer than the server
+        takes in one request is sent in several, in order, and answered as one)."""
         return await self._run(self._core.predict(texts))
 
     async def explain(self, texts: str | Sequence[str]) -> ExplainResult:
-        """Predictions plus each token's contribution and character span."""
+        """Predictions plus each token's contribution and character span (long lists split as ``predict``)."""
         return await self._run(self._core.explain(texts))
 
     async def model_info(self) -> ModelInfo:

@@ -18,7 +18,8 @@ class SentimentClient(ClientBase):
     """``predict``, ``explain`` and ``model_info`` against a running service; use it as a context manager.
 
     ``http_client`` replaces the ``httpx.Client`` it would make (a test client, a shared pool); ``sleep``
-    is how it waits between retries.
+    is how it waits between retries. A server that cannot be reached (connection refused, timed out) is
+    retried like a 503, then raises ``SentimentError`` with ``status_code=None``; never a raw httpx error.
     """
 
     def __init__(
@@ -38,11 +39,12 @@ class SentimentClient(ClientBase):
         self._sleep = sleep
 
     def predict(self, texts: str | Sequence[str]) -> PredictResult:
-        """Label, score and probabilities of each text, in input order."""
+        """Label, score and probabilities of each text, in input order (a list longer than the server
+        takes in one request is sent in several, in order, and answered as one)."""
         return self._run(self._core.predict(texts))
 
     def explain(self, texts: str | Sequence[str]) -> ExplainResult:
-        """Predictions plus each token's contribution and character span."""
+        """Predictions plus each token's contribution and character span (long lists split as ``predict``)."""
         return self._run(self._core.explain(texts))
 
     def model_info(self) -> ModelInfo:
