@@ -18,12 +18,12 @@ from fastapi import APIRouter, Request
 from model.explain import METHOD, Explanation, explain
 from model.predictor import Predictor
 from service.deps import ServedDep, SettingsDep
-from service.errors import engine_errors
+from service.errors import JsonRoute, engine_errors
 from service.routes import PREDICT_ERRORS, check_texts
 from service.schemas import ExplainRequest, ExplainResponse, ExplanationOut, ModelRef, TokenContributionOut
 
 SLOTS = 2
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)  # refuses a body in UTF-16 or with a BOM
 
 
 def _slots(request: Request) -> asyncio.Semaphore:
