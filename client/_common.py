@@ -1,7 +1,7 @@
 """What the sync and async clients share: every decision, written once.
 
 Each call (``Core.predict``, ``Core.explain``, ``Core.model_info``) is a generator of steps: it yields
-``Send`` (make this HTTP request; send me back the ``httpx.Response``, or the ``httpx.TransportError``
+``Send`` (make this HTTP request; send me back the ``httpx.Response``, or the ``httpx.RequestError``
 it raised) and ``Wait`` (sleep this long), and returns the result. Retries, the server's limits,
 splitting long lists and merging their answers all live here; ``SentimentClient`` and
 ``AsyncSentimentClient`` only perform the steps, one blocking and one awaited.
@@ -43,11 +43,15 @@ Outcome = httpx.Response | Exception | None  # the answer to a Send (a response 
 Steps = Generator[Step, Outcome, T]
 
 # What a request that got no answer raises: httpx's, and httpx2's (a fork; starlette's TestClient uses it).
+# Any request error (a redirect loop, an answer that cannot be decoded) is wrapped too; only transport
+# errors, where the request may never have reached the server, are tried again.
+REQUEST_ERRORS: tuple[type[Exception], ...] = (httpx.RequestError,)
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)
 TIMEOUT_ERRORS: tuple[type[Exception], ...] = (httpx.TimeoutException,)
 try:
     import httpx2
 
+    REQUEST_ERRORS += (httpx2.RequestError,)
     TRANSPORT_ERRORS += (httpx2.TransportError,)
     TIMEOUT_ERRORS += (httpx2.TimeoutException,)
 except ImportError:  # pragma: no cover - httpx2 is optional
@@ -100,10 +104,27 @@ class Core:
     def _split_call(self, path: str, texts: list[str]) -> Steps[list[dict[str, Any]]]:
         """POST ``texts`` in as many requests as the server's limits need, in order; their answers."""
         limits = (yield from self.limits()) if len(texts) > 1 else None  # one text cannot be split
+        if limits is not None:
+            check_lengths(texts, limits)
         answers = []
+        offset = 0
         for chunk in split(texts, limits):
-            answers.append((yield from self.call("POST", path, {"texts": chunk})))
+            answers += yield from self._post(path, chunk, offset)
+            offset += len(chunk)
         return answers
+
+    def _post(self, path: str, texts: list[str], offset: int) -> Steps[list[dict[str, Any]]]:
+        """POST ``texts`` (``offset`` into the caller's list); a 413 for more than one text is split in
+        halves and sent again: a limit the server does not report (``/explain`` refuses what would not
+        fit its deadline) or a server without ``/v1/model``."""
+        try:
+            return [(yield from self.call("POST", path, {"texts": texts}))]
+        except SentimentError as error:
+            if error.status_code != 413 or len(texts) == 1:
+                raise reindexed(error, offset) from error.__cause__
+        half = len(texts) // 2
+        first = yield from self._post(path, texts[:half], offset)
+        return first + (yield from self._post(path, texts[half:], offset + half))
 
     def call(self, method: str, path: str, body: Any = None) -> Steps[Any]:
         """One request, retried by the policy on 503, 429 and transport errors; its JSON answer."""
@@ -114,8 +135,9 @@ class Core:
         attempt = 0
         while True:
             outcome = yield send
-            if isinstance(outcome, Exception):  # no answer: one of TRANSPORT_ERRORS
-                wait = self.retry.delay_after_error(attempt)
+            if isinstance(outcome, Exception):  # no answer: one of REQUEST_ERRORS
+                retried = isinstance(outcome, TRANSPORT_ERRORS)
+                wait = self.retry.delay_after_error(attempt) if retried else None
                 if wait is None:
                     raise unreachable(self.base_url, outcome, attempt + 1) from outcome
             else:
@@ -142,6 +164,17 @@ def listed(texts: str | Sequence[str]) -> list[str]:
 def encode(body: Any) -> bytes:
     """The exact bytes sent: compact JSON in UTF-8, so the client can count them against the limit."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def check_lengths(texts: list[str], limits: Limits) -> None:
+    """Refuse, before anything is sent, a text longer than the server takes (it cannot be split)."""
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_text_chars:
+            raise SentimentError(
+                413,
+                f"texts.{i} has {len(text)} characters; the server's limit is {limits.max_text_chars} "
+                "(SENTIMENT_MAX_TEXT_CHARS): shorten it (nothing was sent)",
+            )
 
 
 def split(texts: list[str], limits: Limits | None) -> list[list[str]]:
@@ -178,15 +211,31 @@ def merge(answers: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return {**first, key: [item for answer in answers for item in answer[key]]}
 
 
+def reindexed(error: SentimentError, offset: int) -> SentimentError:
+    """``error`` from one part of a split request, its ``texts.N`` counted in the caller's list."""
+    if offset == 0:
+        return error
+    message = re.sub(r"\btexts\.(\d+)", lambda m: f"texts.{int(m.group(1)) + offset}", error.message)
+    return SentimentError(error.status_code, message, error.retry_after)
+
+
 def json_or_raise(response: httpx.Response) -> Any:
-    if response.is_success:
+    if not response.is_success:
+        raise SentimentError(response.status_code, _message(response), retry_after(response))
+    try:
         return response.json()
-    raise SentimentError(response.status_code, _message(response), retry_after(response))
+    except ValueError as error:  # a proxy's HTML page, a truncated body
+        kind = response.headers.get("content-type", "no content type")
+        raise SentimentError(
+            response.status_code, f"the answer is not JSON ({kind}): is {response.url} the sentiment service?"
+        ) from error
 
 
 def unreachable(base_url: str, error: Exception, attempts: int) -> SentimentError:
     """The error for a request that never got an answer, in words that say what to check."""
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if not isinstance(error, TRANSPORT_ERRORS):  # it answered, but not usably (a redirect loop, ...)
+        return SentimentError(None, f"no usable answer from {base_url}: {_reason(error)} ({tries})")
     if isinstance(error, TIMEOUT_ERRORS):
         return SentimentError(
             None,

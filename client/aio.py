@@ -9,7 +9,7 @@ from typing import cast
 
 import httpx
 
-from client._common import TRANSPORT_ERRORS, ClientBase, Core, Outcome, Steps, T, Wait
+from client._common import REQUEST_ERRORS, ClientBase, Core, Outcome, Steps, T, Wait
 from client.retry import RetryPolicy
 from client.types import ExplainResult, ModelInfo, PredictResult
 
@@ -62,7 +62,7 @@ class AsyncSentimentClient(ClientBase):
                 outcome = await self._http.request(
                     step.method, step.path, content=step.content, headers=step.headers
                 )
-            except TRANSPORT_ERRORS as error:
+            except REQUEST_ERRORS as error:
                 outcome = error
 
     async def aclose(self) -> None:

@@ -9,7 +9,7 @@ from typing import cast
 
 import httpx
 
-from client._common import TRANSPORT_ERRORS, ClientBase, Core, Outcome, Steps, T, Wait
+from client._common import REQUEST_ERRORS, ClientBase, Core, Outcome, Steps, T, Wait
 from client.retry import RetryPolicy
 from client.types import ExplainResult, ModelInfo, PredictResult
 
@@ -67,7 +67,7 @@ class SentimentClient(ClientBase):
                 outcome = self._http.request(
                     step.method, step.path, content=step.content, headers=step.headers
                 )
-            except TRANSPORT_ERRORS as error:
+            except REQUEST_ERRORS as error:
                 outcome = error
 
     def close(self) -> None:
