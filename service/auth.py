@@ -3,7 +3,7 @@
 Keys come from ``SENTIMENT_API_KEYS`` (comma-separated) and/or ``SENTIMENT_API_KEYS_FILE`` (one per
 line). With no key configured the API is open, except ``/admin/*``, which then answers 403: admin
 endpoints always need a key. A key is sent as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (one
-of them, once: a request with more than one credential header is refused with 400) and compared in
+of them, once: a request with more than one credential header is refused with 401) and compared in
 constant time against every configured key. Keys are never logged.
 """
 
@@ -56,7 +56,7 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
     Raises ``AmbiguousKey`` for more than one: two ``X-API-Key`` headers, two ``Authorization``
     headers, or a key in each. Judging only the first (or the last) would let a proxy and the service
-    disagree about which key was checked; RFC 6750 (section 3.1) answers such a request 400.
+    disagree about which key was checked (RFC 6750, section 3.1: ``invalid_request``).
     """
     api_keys = [value for name, value in headers if name == b"x-api-key"]
     authorizations = [value for name, value in headers if name == b"authorization"]
@@ -90,7 +90,7 @@ def key_is_valid(key: bytes | None, keys: tuple[bytes, ...]) -> bool:
 
 
 class ApiKeyMiddleware:
-    """401 (with ``WWW-Authenticate``) without a valid key, 400 with more than one; 403 on admin routes
+    """401 (with ``WWW-Authenticate``) without a valid key or with more than one; 403 on admin routes
     when no key is set."""
 
     def __init__(self, app: ASGIApp, keys: tuple[bytes, ...]) -> None:
@@ -114,7 +114,8 @@ class ApiKeyMiddleware:
         try:
             key = presented_key(scope["headers"])
         except AmbiguousKey as exc:
-            return await send_error(send, 400, str(exc), INVALID_REQUEST)
+            # 401, the answer every keyed route documents, with RFC 6750's error code in the challenge.
+            return await send_error(send, 401, str(exc), INVALID_REQUEST)
         if not key_is_valid(key, self.keys):
             why = "no API key" if key is None else "an invalid API key"
             message = f"{why}: send Authorization: Bearer <key> or X-API-Key: <key>"
