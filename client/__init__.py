@@ -13,6 +13,7 @@ from client.sync import SentimentClient
 from client.types import (
     ExplainResult,
     Explanation,
+    Limits,
     ModelInfo,
     ModelRef,
     Prediction,
@@ -25,6 +26,7 @@ __all__ = [
     "AsyncSentimentClient",
     "ExplainResult",
     "Explanation",
+    "Limits",
     "ModelInfo",
     "ModelRef",
     "PredictResult",

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import cast
 
 import httpx
 
-from client._common import headers, json_or_raise, texts_body
+from client._common import REQUEST_ERRORS, ClientBase, Core, Outcome, Steps, T, Wait
 from client.retry import RetryPolicy
 from client.types import ExplainResult, ModelInfo, PredictResult
 
 
-class AsyncSentimentClient:
+class AsyncSentimentClient(ClientBase):
     """``await predict(...)``, ``explain`` and ``model_info``; use it with ``async with``."""
 
     def __init__(
@@ -30,31 +30,40 @@ class AsyncSentimentClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = http_client or httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
-        self._headers = headers(api_key, extra_headers)
-        self.retry = retry or RetryPolicy()
+        self._core = Core(str(self._http.base_url), api_key, extra_headers, retry or RetryPolicy())
         self._sleep = sleep
 
     async def predict(self, texts: str | Sequence[str]) -> PredictResult:
-        """Label, score and probabilities of each text, in input order."""
-        return PredictResult.from_json(await self._request("POST", "/predict", texts_body(texts)))
+        """Label, score and probabilities of each text, in input order (a list longer than the server
+        takes in one request is sent in several, in order, and answered as one)."""
+        return await self._run(self._core.predict(texts))
 
     async def explain(self, texts: str | Sequence[str]) -> ExplainResult:
-        """Predictions plus each token's contribution and character span."""
-        return ExplainResult.from_json(await self._request("POST", "/explain", texts_body(texts)))
+        """Predictions plus each token's contribution and character span (long lists split as ``predict``)."""
+        return await self._run(self._core.explain(texts))
 
     async def model_info(self) -> ModelInfo:
         """The served model: name, version, labels, config, metrics and provenance."""
-        return ModelInfo.from_json(await self._request("GET", "/v1/model"))
+        return await self._run(self._core.model_info())
 
-    async def _request(self, method: str, path: str, body: Any = None) -> Any:
-        attempt = 0
+    async def _run(self, steps: Steps[T]) -> T:
+        """Perform one call's steps: requests (a transport error goes back as the outcome) and waits."""
+        outcome: Outcome = None
         while True:
-            response = await self._http.request(method, path, json=body, headers=self._headers)
-            wait = self.retry.delay(response, attempt)
-            if wait is None:
-                return json_or_raise(response)
-            await self._sleep(wait)
-            attempt += 1
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return cast(T, done.value)
+            if isinstance(step, Wait):
+                await self._sleep(step.seconds)
+                outcome = None
+                continue
+            try:
+                outcome = await self._http.request(
+                    step.method, step.path, content=step.content, headers=step.headers
+                )
+            except REQUEST_ERRORS as error:
+                outcome = error
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,4 +1,5 @@
-"""When to retry: on 503 (overloaded, not ready) and 429 (rate-limited), honouring ``Retry-After``."""
+"""When to retry: on 503 (overloaded, not ready), 429 (rate-limited) and transport errors (no answer at
+all: connection refused, timed out), honouring ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -23,9 +24,17 @@ class RetryPolicy:
 
     def delay(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before retry number ``attempt + 1``, or ``None``: do not retry."""
-        if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
+        if response.status_code not in RETRY_STATUSES:
             return None
-        asked = retry_after(response)
+        return self._wait(retry_after(response), attempt)
+
+    def delay_after_error(self, attempt: int) -> float | None:
+        """The same for a request that got no answer (an ``httpx.TransportError``): backoff only."""
+        return self._wait(None, attempt)
+
+    def _wait(self, asked: float | None, attempt: int) -> float | None:
+        if attempt >= self.max_retries:
+            return None
         wait = asked if asked is not None else self.backoff * 2**attempt
         return wait if wait <= self.max_wait else None
 

@@ -5,20 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import cast
 
 import httpx
 
-from client._common import headers, json_or_raise, texts_body
+from client._common import REQUEST_ERRORS, ClientBase, Core, Outcome, Steps, T, Wait
 from client.retry import RetryPolicy
 from client.types import ExplainResult, ModelInfo, PredictResult
 
 
-class SentimentClient:
+class SentimentClient(ClientBase):
     """``predict``, ``explain`` and ``model_info`` against a running service; use it as a context manager.
 
     ``http_client`` replaces the ``httpx.Client`` it would make (a test client, a shared pool); ``sleep``
-    is how it waits between retries.
+    is how it waits between retries. A server that cannot be reached (connection refused, timed out) is
+    retried like a 503, then raises ``SentimentError`` with ``status_code=None``; never a raw httpx error.
     """
 
     def __init__(
@@ -34,31 +35,40 @@ class SentimentClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = http_client or httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
-        self._headers = headers(api_key, extra_headers)
-        self.retry = retry or RetryPolicy()
+        self._core = Core(str(self._http.base_url), api_key, extra_headers, retry or RetryPolicy())
         self._sleep = sleep
 
     def predict(self, texts: str | Sequence[str]) -> PredictResult:
-        """Label, score and probabilities of each text, in input order."""
-        return PredictResult.from_json(self._request("POST", "/predict", texts_body(texts)))
+        """Label, score and probabilities of each text, in input order (a list longer than the server
+        takes in one request is sent in several, in order, and answered as one)."""
+        return self._run(self._core.predict(texts))
 
     def explain(self, texts: str | Sequence[str]) -> ExplainResult:
-        """Predictions plus each token's contribution and character span."""
-        return ExplainResult.from_json(self._request("POST", "/explain", texts_body(texts)))
+        """Predictions plus each token's contribution and character span (long lists split as ``predict``)."""
+        return self._run(self._core.explain(texts))
 
     def model_info(self) -> ModelInfo:
         """The served model: name, version, labels, config, metrics and provenance."""
-        return ModelInfo.from_json(self._request("GET", "/v1/model"))
+        return self._run(self._core.model_info())
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        attempt = 0
+    def _run(self, steps: Steps[T]) -> T:
+        """Perform one call's steps: requests (a transport error goes back as the outcome) and waits."""
+        outcome: Outcome = None
         while True:
-            response = self._http.request(method, path, json=body, headers=self._headers)
-            wait = self.retry.delay(response, attempt)
-            if wait is None:
-                return json_or_raise(response)
-            self._sleep(wait)
-            attempt += 1
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return cast(T, done.value)
+            if isinstance(step, Wait):
+                self._sleep(step.seconds)
+                outcome = None
+                continue
+            try:
+                outcome = self._http.request(
+                    step.method, step.path, content=step.content, headers=step.headers
+                )
+            except REQUEST_ERRORS as error:
+                outcome = error
 
     def close(self) -> None:
         self._http.close()

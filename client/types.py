@@ -7,10 +7,14 @@ from typing import Any
 
 
 class SentimentError(Exception):
-    """The service answered with an error (after any retries); ``message`` says what to fix."""
+    """The service answered with an error (after any retries); ``message`` says what to fix.
 
-    def __init__(self, status_code: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{status_code}: {message}")
+    ``status_code`` is ``None`` when there was no answer at all (connection refused, timed out, after
+    the retries); the ``httpx`` error is then the ``__cause__``.
+    """
+
+    def __init__(self, status_code: int | None, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message if status_code is None else f"{status_code}: {message}")
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after  # seconds the service asked to wait, when it said
@@ -69,6 +73,21 @@ class ExplainResult:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The server's request limits (``GET /v1/model``); the client splits longer lists to fit them."""
+
+    max_texts_per_request: int
+    max_text_chars: int
+    max_body_bytes: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Limits:
+        return cls(
+            int(data["max_texts_per_request"]), int(data["max_text_chars"]), int(data["max_body_bytes"])
+        )
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     version: str
@@ -78,11 +97,17 @@ class ModelInfo:
     metrics: dict[str, Any]
     provenance: dict[str, Any]
     training: dict[str, Any]
+    limits: Limits | None = None  # None from a server too old to say
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelInfo:
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})  # newer servers may add fields
+        fields = {k: v for k, v in data.items() if k in known}  # newer servers may add fields
+        if isinstance(fields.get("limits"), dict):
+            fields["limits"] = Limits.from_json(fields["limits"])
+        else:
+            fields.pop("limits", None)
+        return cls(**fields)
 
 
 def _prediction(data: dict[str, Any]) -> Prediction:

@@ -19,23 +19,26 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tokenizers import Encoding
 
+from model.predictor import Predictor
 from model.tokenizer import PAD_ID
-
-if TYPE_CHECKING:
-    from model.predictor import Predictor
 
 METHOD = "leave-one-word-out occlusion, log-odds of the predicted label"
 # The normaliser replaces URLs and @mentions by one placeholder each, and the tokenizer's offsets for
 # a placeholder point at the match's last character only, so the whole match is found again here.
 _PLACEHOLDER = re.compile(r"https?://\S+|www\.\S+|@\w+", re.IGNORECASE)
+# One forward pass runs at most this many token steps (rows x padded length): ~0.15 s for the shipped
+# model on one CPU thread, so a stop request waits at most that long for the pass in progress.
+PASS_STEPS = 32_768
+_throughputs: weakref.WeakKeyDictionary[Predictor, float] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -67,19 +70,48 @@ class Stopped(Exception):
     """``explain`` was told to stop (its caller's deadline passed) before it finished."""
 
 
-def explain(
-    predictor: Predictor, texts: Sequence[str], max_rows: int = 512, stop: threading.Event | None = None
-) -> list[Explanation]:
-    """Per text: the prediction and each token's contribution to it, in input order.
+@dataclass
+class Plan:
+    """Texts encoded and packed into forward passes: what an explanation will cost, before it runs."""
 
-    ``max_rows`` bounds one forward pass (a text of T tokens needs T + 1 rows; a longer one runs alone).
-    Setting ``stop`` makes it raise ``Stopped`` before its next forward pass.
-    """
+    encoded: list[_Encoded]
+    passes: list[list[int]]  # indices into ``encoded``, one list per forward pass
+
+    @property
+    def rows(self) -> int:
+        """Model rows in all: T + 1 for a text of T tokens."""
+        return sum(len(e.ids) + 1 for e in self.encoded)
+
+    @property
+    def steps(self) -> int:
+        """Token steps the LSTM runs (each pass: its rows x its longest row), the measure of its time."""
+        return sum(_pass_steps([self.encoded[i] for i in group]) for group in self.passes)
+
+
+def plan(predictor: Predictor, texts: Sequence[str], max_steps: int = PASS_STEPS) -> Plan:
+    """``texts`` tokenised and packed into passes of at most ``max_steps`` token steps (a text that
+    needs more runs alone)."""
     # One Rust call for the whole batch; the padding it adds is dropped again by _encode.
     encodings = predictor.checkpoint.tokenizer.tokenizer.encode_batch(list(texts))
     encoded = [_encode(text, encoding) for text, encoding in zip(texts, encodings, strict=True)]
-    results: list[Explanation | None] = [None] * len(texts)
-    for group in _groups(encoded, max_rows):
+    return Plan(encoded, _groups(encoded, max_steps))
+
+
+def explain(
+    predictor: Predictor,
+    texts: Sequence[str] | Plan,
+    max_steps: int = PASS_STEPS,
+    stop: threading.Event | None = None,
+) -> list[Explanation]:
+    """Per text: the prediction and each token's contribution to it, in input order.
+
+    ``texts`` may be a ``plan`` already made. Setting ``stop`` makes it raise ``Stopped`` before its
+    next forward pass.
+    """
+    planned = texts if isinstance(texts, Plan) else plan(predictor, texts, max_steps)
+    encoded = planned.encoded
+    results: list[Explanation | None] = [None] * len(encoded)
+    for group in planned.passes:
         if stop is not None and stop.is_set():
             raise Stopped
         rows = [row for i in group for row in _occlusions(encoded[i].ids)]
@@ -90,6 +122,24 @@ def explain(
             results[i] = _explanation(predictor.labels, encoded[i], log_probs[offset : offset + n])
             offset += n
     return results  # type: ignore[return-value]
+
+
+def throughput(predictor: Predictor) -> float:
+    """Token steps per second of ``predictor``'s model on explanation passes, measured once per
+    predictor on passes shaped like real ones (the occlusions of texts of ``max_length`` tokens; rows
+    of one length run faster), best of three (the first runs of a TorchScript model are slower)."""
+    known = _throughputs.get(predictor)
+    if known is None:
+        config = predictor.checkpoint.config
+        text = [1 + k % (config.vocab_size - 1) for k in range(config.max_length)]
+        rows = _occlusions(text) * max(1, PASS_STEPS // ((len(text) + 1) * len(text)))
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            _log_probs(predictor, rows)
+            best = min(best, time.perf_counter() - start)
+        known = _throughputs[predictor] = len(rows) * len(text) / max(best, 1e-6)
+    return known
 
 
 def _encode(text: str, encoding: Encoding) -> _Encoded:
@@ -110,19 +160,25 @@ def _span(placeholders: list[tuple[int, int]], offsets: tuple[int, int]) -> tupl
     return offsets
 
 
-def _groups(encoded: list[_Encoded], max_rows: int) -> list[list[int]]:
-    """Texts packed into forward passes of at most ``max_rows`` rows, similar lengths together."""
+def _groups(encoded: list[_Encoded], max_steps: int) -> list[list[int]]:
+    """Texts packed into forward passes of at most ``max_steps`` token steps, similar lengths together."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
     groups: list[list[int]] = []
     rows = 0
     for i in order:
-        n = len(encoded[i].ids) + 1
-        if not groups or rows + n > max_rows:
+        n = len(encoded[i].ids)
+        # Sorted by length, so the text added is the pass's longest: the rows times its length.
+        if not groups or (rows + n + 1) * max(1, n) > max_steps:
             groups.append([])
             rows = 0
         groups[-1].append(i)
-        rows += n
+        rows += n + 1
     return groups
+
+
+def _pass_steps(texts: list[_Encoded]) -> int:
+    rows = sum(len(e.ids) + 1 for e in texts)
+    return rows * max(1, max(len(e.ids) for e in texts))
 
 
 def _occlusions(ids: list[int]) -> list[list[int]]:

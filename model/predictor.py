@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.explain import Explanation, explain
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 log = logging.getLogger(__name__)
@@ -152,10 +151,6 @@ class Predictor:
     def predictions(self, probabilities: np.ndarray, truncated: Sequence[bool]) -> list[Prediction]:
         """``predict_proba``'s arrays as ``Prediction`` objects."""
         return to_predictions(self.labels, probabilities, truncated)
-
-    def explain(self, texts: Sequence[str]) -> list[Explanation]:
-        """Each text's prediction plus every token's contribution to it (see ``model.explain``)."""
-        return explain(self, texts)
 
 
 class Probabilities(torch.nn.Module):

@@ -2,8 +2,9 @@
 
 Keys come from ``SENTIMENT_API_KEYS`` (comma-separated) and/or ``SENTIMENT_API_KEYS_FILE`` (one per
 line). With no key configured the API is open, except ``/admin/*``, which then answers 403: admin
-endpoints always need a key. A key is sent as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` and
-compared in constant time against every configured key. Keys are never logged.
+endpoints always need a key. A key is sent as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (one
+of them, once: a request with more than one credential header is refused with 401) and compared in
+constant time against every configured key. Keys are never logged.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PUBLIC_PATHS |= {"/openapi.json", "/", "/favicon.ico", "/v2/health/live", "/v2/h
 PUBLIC_PREFIXES = ("/static/",)  # the demo page's assets
 ADMIN_PREFIX = "/admin/"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sentiment"'}
+INVALID_REQUEST = {"WWW-Authenticate": 'Bearer realm="sentiment", error="invalid_request"'}
 
 
 def load_keys(settings: Settings) -> tuple[bytes, ...]:
@@ -45,16 +47,38 @@ def _read_keys_file(path: Path) -> list[str]:
     return keys
 
 
+class AmbiguousKey(ValueError):
+    """The request carries more than one credential: which one to judge is not ours to guess."""
+
+
 def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The key a request carries in ``Authorization: Bearer`` or ``X-API-Key``, if any."""
-    for name, value in headers:
-        if name == b"x-api-key":
-            return value.strip()
-        if name == b"authorization":
-            scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-    return None
+    """The key a request carries in ``Authorization: Bearer`` or ``X-API-Key``, if any.
+
+    Raises ``AmbiguousKey`` for more than one: two ``X-API-Key`` headers, two ``Authorization``
+    headers, or a key in each. Judging only the first (or the last) would let a proxy and the service
+    disagree about which key was checked (RFC 6750, section 3.1: ``invalid_request``).
+    """
+    api_keys = [value for name, value in headers if name == b"x-api-key"]
+    authorizations = [value for name, value in headers if name == b"authorization"]
+    bearer = [_bearer(value) for value in authorizations]
+    keys = [k.strip() for k in api_keys] + [k for k in bearer if k is not None]
+    if len(api_keys) > 1 or len(authorizations) > 1 or len(keys) > 1:
+        raise AmbiguousKey(_ambiguity(len(api_keys), len(authorizations)))
+    return keys[0] if keys else None
+
+
+def _bearer(value: bytes) -> bytes | None:
+    scheme, _, token = value.strip().partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+
+
+def _ambiguity(api_keys: int, authorizations: int) -> str:
+    counts = {"X-API-Key": api_keys, "Authorization": authorizations}
+    found = " and ".join(f"{n} {name}" for name, n in counts.items() if n)
+    return (
+        f"more than one credential in the request ({found} headers): "
+        "send exactly one, as Authorization: Bearer <key> or X-API-Key: <key>"
+    )
 
 
 def key_is_valid(key: bytes | None, keys: tuple[bytes, ...]) -> bool:
@@ -66,7 +90,8 @@ def key_is_valid(key: bytes | None, keys: tuple[bytes, ...]) -> bool:
 
 
 class ApiKeyMiddleware:
-    """401 (with ``WWW-Authenticate``) without a valid key; 403 on admin routes when no key is set."""
+    """401 (with ``WWW-Authenticate``) without a valid key or with more than one; 403 on admin routes
+    when no key is set."""
 
     def __init__(self, app: ASGIApp, keys: tuple[bytes, ...]) -> None:
         self.app = app
@@ -86,7 +111,11 @@ class ApiKeyMiddleware:
                 "admin endpoints are disabled: no API key is configured "
                 "(set SENTIMENT_API_KEYS or SENTIMENT_API_KEYS_FILE)",
             )
-        key = presented_key(scope["headers"])
+        try:
+            key = presented_key(scope["headers"])
+        except AmbiguousKey as exc:
+            # 401, the answer every keyed route documents, with RFC 6750's error code in the challenge.
+            return await send_error(send, 401, str(exc), INVALID_REQUEST)
         if not key_is_valid(key, self.keys):
             why = "no API key" if key is None else "an invalid API key"
             message = f"{why}: send Authorization: Bearer <key> or X-API-Key: <key>"

@@ -88,6 +88,7 @@ def parse(model: type[M], body: bytes) -> M:
         errors = exc.errors(include_url=False, include_context=False)
         if errors[0]["type"] != "json_invalid":
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
+        check_encoding(body)  # pydantic refuses a BOM or UTF-16 too, but would call it a JSON error
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as cause:
@@ -101,8 +102,35 @@ def parse(model: type[M], body: bytes) -> M:
         ) from exc
 
 
+# JSON is UTF-8 without a byte order mark (RFC 8259, section 8.1). The standard library's json.loads,
+# which FastAPI parses bodies with, would take UTF-16 or UTF-32 (found by NUL bytes among the first
+# four, as JSON text starts with an ASCII character) or a BOM and decode it silently.
+_BOMS = {
+    b"\xef\xbb\xbf": "UTF-8",
+    b"\xff\xfe": "UTF-16/32 LE",
+    b"\xfe\xff": "UTF-16 BE",
+    b"\x00\x00\xfe\xff": "UTF-32 BE",
+}
+_SEND_UTF8 = "send the JSON body as UTF-8 without a byte order mark (RFC 8259)"
+
+
+def check_encoding(body: bytes) -> None:
+    """400 for a body that starts with a byte order mark or is UTF-16/32: JSON is UTF-8, no BOM."""
+    head = body[:4]
+    if not head.startswith(tuple(_BOMS)) and b"\x00" not in head:
+        return
+    bom = next((name for mark, name in _BOMS.items() if head.startswith(mark)), None)
+    if bom == "UTF-8":
+        found = "starts with a UTF-8 byte order mark"
+    elif bom:
+        found = f"is not valid UTF-8: it starts with a {bom} byte order mark"
+    else:
+        found = "is not valid UTF-8: it looks like UTF-16 or UTF-32 (NUL bytes)"
+    raise HTTPException(status.HTTP_400_BAD_REQUEST, f"request body {found}: {_SEND_UTF8}")
+
+
 def _not_utf8(cause: UnicodeDecodeError) -> str:
-    return f"request body is not valid UTF-8 (byte {cause.start}): JSON must be UTF-8"
+    return f"request body is not valid UTF-8 (byte {cause.start}): {_SEND_UTF8}"
 
 
 def _readable(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -144,7 +172,22 @@ def _render(request: Request, exc: StarletteHTTPException, protocol: bool) -> Re
     return JSONResponse(error_body(message, protocol=protocol), exc.status_code, headers=exc.headers)
 
 
-class ProtocolRoute(APIRoute):
+class JsonRoute(APIRoute):
+    """A route whose JSON body FastAPI parses: a body that is not UTF-8 without a BOM is refused first
+    (the body is read once; FastAPI's handler gets the same, cached, bytes)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            if request.method in ("POST", "PUT", "PATCH"):
+                check_encoding(await request.body())
+            return await handler(request)
+
+        return route
+
+
+class ProtocolRoute(JsonRoute):
     """A Hugging Face or Open Inference Protocol route: 400 for a body that does not validate, and
     the message also under ``error``."""
 

@@ -23,6 +23,9 @@ from model.predictor import Prediction
 
 # Latency buckets around a tiny CPU model's milliseconds up to the default 30 s deadline.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# The status label of a request that got no response (the client left, or the server refused the
+# request itself while parsing it and answered without the app).
+NO_RESPONSE = "none"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -33,7 +36,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "sentiment_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=r
+            "sentiment_http_requests",
+            "HTTP requests, by the status sent (none: no response)",
+            ["method", "route", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "sentiment_http_request_duration_seconds",
@@ -68,7 +74,7 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._request_children: dict[tuple[str, str, int | None], tuple[Counter, Histogram]] = {}
         self._prediction_children: dict[str, Counter] = {}
 
     def watch_queue(self, queued: Callable[[], int], capacity: Callable[[], int]) -> None:
@@ -92,11 +98,12 @@ class Metrics:
                 child = self._prediction_children[label] = self.predictions.labels(label)
             child.inc(n)
 
-    def on_request(self, method: str, route: str, status: int, seconds: float) -> None:
+    def on_request(self, method: str, route: str, status: int | None, seconds: float) -> None:
+        """One request, by the status actually sent (``None``: no response, counted as ``"none"``)."""
         key = (method, route, status)
         children = self._request_children.get(key)
         if children is None:  # first request of its kind: look the labelled series up once
-            code = str(status)
+            code = NO_RESPONSE if status is None else str(status)
             children = self.requests.labels(method, route, code), self.latency.labels(method, route, code)
             self._request_children[key] = children
         children[0].inc()

@@ -27,6 +27,7 @@ access = logging.getLogger("service.access")
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 # LogRecord attributes that are not extra fields given by the caller.
+NO_RESPONSE = "no response"  # in the access log, where a status would be
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "color_message"}
 
 
@@ -115,8 +116,16 @@ class RequestContextMiddleware:
             return await self.app(scope, receive, send)
         rid = _incoming_id(scope["headers"]) or next(self._ids)
         token = request_id.set(rid)
-        status = 500  # what the client gets if the app raises before answering
+        status: int | None = None  # None: nothing was sent
+        gone = False  # the client left (or the server dropped the connection): nothing more can be sent
         start = time.perf_counter()
+
+        async def receive_watched() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -125,32 +134,38 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
             await send(message)
 
+        cancelled = True  # until the app returns or raises an Exception
         try:
-            await self.app(scope, receive, send_with_id)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):  # cancelled: the server gave up on this request
-                status = 499
+            await self.app(scope, receive_watched, send_with_id)
+            cancelled = False
+        except Exception:
+            cancelled = False
             raise
         finally:
+            # Without an answer of its own, an app that raised or returned gets a 500 from the layers
+            # outside (Starlette's error middleware, uvicorn) only while the client is still there. A
+            # cancelled request, or one the server refused mid-parse (it answers 400 itself and drops
+            # the connection), has nothing sent on its behalf: "no response", not a made-up 500.
+            if status is None and not gone and not cancelled:
+                status = 500
             self._record(scope, status, time.perf_counter() - start)
             request_id.reset(token)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def _record(self, scope: Scope, status: int | None, seconds: float) -> None:
         route = route_of(scope)
         self.metrics.on_request(scope["method"], route, status, seconds)
         if self.access_log:
-            level = logging.WARNING if status == 499 else logging.INFO
             access.log(
-                level,
-                "%s %s %d %.1f ms",
+                logging.INFO if status is not None else logging.WARNING,
+                "%s %s %s %.1f ms",
                 scope["method"],
                 scope["path"],
-                status,
+                status if status is not None else NO_RESPONSE,
                 seconds * 1000,
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
-                    "status": status,
+                    "status": status,  # null in JSON logs: no response was sent
                     "duration_ms": round(seconds * 1000, 2),
                 },
             )

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.auth import key_is_valid, load_keys, presented_key
+from service.auth import AmbiguousKey, key_is_valid, load_keys, presented_key
 from service.settings import Settings
 
 KEYS = "first-key-0123456789,second-key-abcdef"
@@ -94,6 +94,10 @@ def test_header_parsing_and_comparison() -> None:
     assert presented_key([(b"authorization", b"Bearer  k1 ")]) == b"k1"
     assert presented_key([(b"authorization", b"Basic k1")]) is None
     assert presented_key([(b"x-api-key", b"k2")]) == b"k2"
+    assert presented_key([(b"authorization", b"Basic x"), (b"x-api-key", b"k2")]) == b"k2"
+    for twice in ([(b"x-api-key", b"k1")] * 2, [(b"authorization", b"Basic x")] * 2):
+        with pytest.raises(AmbiguousKey, match="more than one credential"):
+            presented_key(twice)
     assert key_is_valid(b"k2", keys) and not key_is_valid(b"k", keys) and not key_is_valid(None, keys)
 
 
@@ -103,3 +107,34 @@ def test_the_openapi_schema_documents_the_keys(client: TestClient) -> None:
     assert {"401", "403"} <= set(schema["paths"]["/predict"]["post"]["responses"])
     assert schema["paths"]["/predict"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
     assert "security" not in schema["paths"]["/healthz"]["get"]
+
+
+def test_more_than_one_credential_is_refused_whichever_comes_first(client: TestClient) -> None:
+    first, second = KEYS.split(",")
+    for headers in (
+        [("X-API-Key", "wrong"), ("X-API-Key", first)],  # judged by the first only, before
+        [("X-API-Key", first), ("X-API-Key", "wrong")],
+        [("X-API-Key", first), ("X-API-Key", first)],
+        [("Authorization", "Bearer wrong"), ("Authorization", f"Bearer {first}")],
+        [("Authorization", "Basic x"), ("Authorization", f"Bearer {first}")],
+        [("X-API-Key", "wrong"), ("Authorization", f"Bearer {second}")],
+        [("Authorization", f"Bearer {second}"), ("X-API-Key", "wrong")],
+    ):
+        r = client.post("/predict", json=TEXTS, headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["www-authenticate"] == 'Bearer realm="sentiment", error="invalid_request"'
+        assert r.json()["detail"].startswith("more than one credential in the request (")
+        assert "send exactly one" in r.json()["detail"]
+        assert first not in r.text and second not in r.text
+    r = client.post("/admin/reload", headers=[("X-API-Key", "wrong"), ("X-API-Key", second)])
+    assert r.status_code == 401 and "more than one credential" in r.json()["detail"]
+    # One key plus an Authorization of another scheme (a proxy's Basic credentials) is one key.
+    ok = client.post("/predict", json=TEXTS, headers=[("Authorization", "Basic x"), ("X-API-Key", first)])
+    assert ok.status_code == 200
+    assert client.get("/healthz", headers=[("X-API-Key", "a"), ("X-API-Key", "b")]).status_code == 200
+
+
+def test_an_open_api_ignores_credentials_however_many(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as open_client:
+        r = open_client.post("/predict", json=TEXTS, headers=[("X-API-Key", "a"), ("X-API-Key", "b")])
+    assert r.status_code == 200

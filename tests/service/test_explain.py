@@ -134,3 +134,21 @@ def test_explanations_past_their_deadline_stop_and_never_exceed_the_slots(
     asyncio.run(scenario())
     assert most[0] <= explain_routes.SLOTS
     assert len(stopped) == 2  # two ran and were stopped; two never got a slot in time
+
+
+def test_an_explanation_too_big_for_the_deadline_is_refused_with_413(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(explain_routes, "throughput", lambda predictor: 100.0)  # token steps per second
+    settings.request_timeout_s = 30  # 15 s for one explanation: 1,500 token steps at that speed
+    long = "great movie , really great acting " * 4  # 16 tokens (the tiny model's max_length)
+    with TestClient(create_app(settings)) as client:
+        fits = client.post("/explain", json={"texts": [long] * 5})  # 85 rows x 16 = 1,360 steps
+        refused = client.post("/explain", json={"texts": [long] * 8})  # 136 rows x 16 = 2,176 steps
+    assert fits.status_code == 200 and len(fits.json()["explanations"]) == 5
+    assert refused.status_code == 413
+    assert refused.json()["detail"] == (
+        "this explanation would take about 21.8 s on this model (8 texts, 136 token rows); one /explain "
+        "request may take 15 s (0.5 of SENTIMENT_REQUEST_TIMEOUT_S=30): send fewer or shorter texts per "
+        "request (about 5 like these fit)"
+    )
