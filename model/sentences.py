@@ -24,6 +24,7 @@ than the whole request may (docs/quality.md, "Sentences").
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 
@@ -40,12 +41,16 @@ ABBREVIATIONS = frozenset("etc inc ltd co corp bros u.s u.k u.n a.m p.m al ft oz
 _TERMINAL = re.compile(r"[.!?…]+[\"'\u2019\u201d)\]»]*")
 # A URL or e-mail address, without the punctuation that may end a sentence after it.
 _PROTECTED = re.compile(
-    r"(?:(?:https?://|www\.)\S+?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+)(?=[.!?,;:)\]'\"\u2019\u201d]*(?:\s|$))",
+    # (?<!...): an address starts where its run of characters does, so each run is scanned once.
+    r"(?:(?:https?://|www\.)\S+?|(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+)"
+    r"(?=[.!?,;:)\]'\"\u2019\u201d]*(?:\s|$))",
     re.IGNORECASE,
 )
 # Emoji (with skin tones, variation selectors, joiners, keycaps) that close a sentence: "Great! 😍😍"
 _EMOJI = re.compile(r"\s*(?:[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D\u20E3])+(?=\s|$)")
-_WORD_BEFORE = re.compile(r"(\w[\w.]*)$")
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"  # combining marks
+_WORD_BEFORE = re.compile(rf"(\w[\w.{_MARKS}]*)$")
+_NOT_MARK = re.compile(rf"[^{_MARKS}]")
 _BREAK = re.compile(r"(?:\r\n|\r|\n|\u2028|\u2029)[ \t]*(?=(\S))")  # and the next line's first character
 _BLANK_LINE = re.compile(r"(?:\r\n|\r|\n)[^\S\r\n]*(?:\r\n|\r|\n)")
 
@@ -65,10 +70,12 @@ def sentences(text: str) -> list[Span]:
 
 def _punctuation_cuts(text: str) -> list[int]:
     protected = [m.span() for m in _PROTECTED.finditer(text)]
+    starts = [p for p, _ in protected]
     cuts = []
     for match in _TERMINAL.finditer(text):
         a, b = match.span()
-        if any(p <= a < q for p, q in protected):
+        k = bisect.bisect_right(starts, a) - 1
+        if k >= 0 and a < protected[k][1]:  # inside a URL or an address
             continue
         if _ends_sentence(text, a, b):
             emoji = _EMOJI.match(text, b)
@@ -82,7 +89,7 @@ def _ends_sentence(text: str, a: int, b: int) -> bool:
         return False  # the text's end is a cut anyway
     marks, after = text[a:b], text[b]
     word = _WORD_BEFORE.search(text[max(0, a - 32) : a])  # a bounded look back: linear in the text
-    original = word.group(1) if word else ""
+    original = "".join(_NOT_MARK.findall(word.group(1))) if word else ""  # "café" is a word of 4 letters
     before = original.lower()
     if after.isspace():
         following = _next_visible(text, b)
@@ -145,3 +152,8 @@ def pieces(text: str, spans: Sequence[Span], max_words: int) -> list[list[Span]]
     """Each sentence's pieces for the model: itself, or its windows of ``max_words`` words (a quarter
     overlapping) when it has more."""
     return [windows(text, span, max_words, max_words // 4) for span in spans]
+
+
+def plan(text: str, max_words: int) -> list[list[Span]]:
+    """What the model reads of ``text``, sentence by sentence: each sentence's pieces."""
+    return pieces(text, sentences(text), max_words)
