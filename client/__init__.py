@@ -11,18 +11,24 @@ from client.aio import AsyncSentimentClient
 from client.retry import RetryPolicy
 from client.sync import SentimentClient
 from client.types import (
+    Document,
+    DocumentsResult,
     ExplainResult,
     Explanation,
     ModelInfo,
     ModelRef,
     Prediction,
     PredictResult,
+    Sentence,
     SentimentError,
+    TextError,
     TokenContribution,
 )
 
 __all__ = [
     "AsyncSentimentClient",
+    "Document",
+    "DocumentsResult",
     "ExplainResult",
     "Explanation",
     "ModelInfo",
@@ -30,7 +36,9 @@ __all__ = [
     "PredictResult",
     "Prediction",
     "RetryPolicy",
+    "Sentence",
     "SentimentClient",
     "SentimentError",
+    "TextError",
     "TokenContribution",
 ]

@@ -42,3 +42,12 @@ def _message(response: httpx.Response) -> str:
             if isinstance(body.get(key), str):
                 return str(body[key])
     return str(body)
+
+
+def documents_body(texts: str | Sequence[str], sentences: bool, per_text_errors: bool) -> dict[str, Any]:
+    """``/predict`` with its options: sentences, and per-text errors instead of a failed request."""
+    return {
+        **texts_body(texts),
+        "sentences": sentences,
+        "errors": "per_text" if per_text_errors else "request",
+    }

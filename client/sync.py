@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from client._common import headers, json_or_raise, texts_body
+from client._common import documents_body, headers, json_or_raise, texts_body
 from client.retry import RetryPolicy
-from client.types import ExplainResult, ModelInfo, PredictResult
+from client.types import DocumentsResult, ExplainResult, ModelInfo, PredictResult
 
 
 class SentimentClient:
@@ -41,6 +41,14 @@ class SentimentClient:
     def predict(self, texts: str | Sequence[str]) -> PredictResult:
         """Label, score and probabilities of each text, in input order."""
         return PredictResult.from_json(self._request("POST", "/predict", texts_body(texts)))
+
+    def predict_documents(
+        self, texts: str | Sequence[str], *, sentences: bool = True, per_text_errors: bool = False
+    ) -> DocumentsResult:
+        """Each text whole (a long one read by sentences); with ``sentences`` each sentence's span and
+        prediction too; with ``per_text_errors`` a bad text is ``None`` with an entry in ``errors``."""
+        body = documents_body(texts, sentences, per_text_errors)
+        return DocumentsResult.from_json(self._request("POST", "/predict", body))
 
     def explain(self, texts: str | Sequence[str]) -> ExplainResult:
         """Predictions plus each token's contribution and character span."""

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from client import SentimentClient
 from model.predictor import Predictor, aggregate, is_mixed
 from model.sentences import plan
 from service.app import create_app
@@ -149,3 +150,13 @@ def test_sentences_need_the_api_key_and_count_in_metrics(settings: Settings) -> 
     assert denied.status_code == 401 and ok.status_code == 200
     counted = [line for line in metrics.splitlines() if line.startswith("sentiment_predictions_total{")]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == 1  # one document, not 2 sentences
+
+
+def test_the_python_client_asks_for_sentences_and_per_text_errors(client: TestClient) -> None:
+    api = SentimentClient(http_client=client)  # type: ignore[arg-type]
+    result = api.predict_documents(["Good. Bad.", " "], per_text_errors=True)
+    first = result.documents[0]
+    assert first is not None and [(s.start, s.end) for s in first.sentences] == [(0, 5), (6, 10)]
+    assert result.documents[1] is None and [(e.index, e.status) for e in result.errors] == [(1, 422)]
+    whole = api.predict_documents("Good. Bad.", sentences=False)
+    assert whole.documents[0] is not None and whole.documents[0].sentences == [] and whole.errors == []
