@@ -12,6 +12,9 @@
 3. Retraining on a user's binary data: the movie-review sentences, several seeded splits.
 4. Calibration: ECE on each domain's test split with and without the fitted temperature.
 5. Training speed: tokens/s of our pipeline against a plain reference loop, same model.
+6. Documents: the held-out Amazon reviews and NYT editorials rebuilt from their rated sentences,
+   read whole (truncated at the model's length) against by sentences (``model.sentences``), with the
+   accuracy of each rated sentence (``--documents-only --checkpoint ...``: this table alone, ~1 min).
 
 Needs the bench extra: pip install -e '.[bench]' (scikit-learn and vaderSentiment).
 """
@@ -19,6 +22,7 @@ Needs the bench extra: pip install -e '.[bench]' (scikit-learn and vaderSentimen
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -29,9 +33,19 @@ import torch
 
 from bench.speed import training_speed
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.predictor import Predictor
+from model.predictor import Predictor, aggregate
+from model.sentences import sentences
 from training.cli import default_threads
-from training.data import DOMAINS, Dataset, load_default_corpus, load_movie_sentences
+from training.corpus import HUTTO, fetch
+from training.data import (
+    DOMAINS,
+    NEUTRAL_BAND,
+    RATED,
+    Dataset,
+    load_default_corpus,
+    load_movie_sentences,
+    rating_label,
+)
 from training.metrics import expected_calibration_error
 from training.train import TrainConfig, make_splits, train
 
@@ -234,6 +248,128 @@ def _std(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+# --- 6. Documents: whole text against sentence aggregation ----------------------------------------
+
+DOCUMENT_DOMAINS = ("amazon", "nyt")
+# A document's label is the mean of its sentences' mean ratings, with this band for neutral: the same
+# rule as a sentence's (training.data.NEUTRAL_BAND); averaging pulls documents towards 0, so about
+# 30-40 % of them are neutral.
+DOCUMENT_NEUTRAL_BAND = NEUTRAL_BAND
+
+
+@dataclass
+class Document:
+    text: str
+    label: str  # by the mean rating of its sentences
+    sentences: list[tuple[int, int]]  # the rated sentences' spans in ``text``
+    sentence_labels: list[str]
+
+
+def held_out_documents(data: Dataset, config: TrainConfig, domain: str, split: str) -> list[Document]:
+    """The documents of ``domain`` in the ``split`` ("test" or "val", split by document as in training),
+    rebuilt from the rated file in sentence order, joined by spaces."""
+    part = getattr(make_splits(data, config), split).domain(domain)
+    wanted = set(part.groups or [])
+    rows: dict[str, list[tuple[int, float, str]]] = {}
+    path = fetch(HUTTO).joinpath(RATED[domain])
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            identifier, rating, text = line.split("\t", 2)
+            document, _, number = identifier.partition("_")
+            if document in wanted:
+                rows.setdefault(document, []).append((int(number), float(rating), text.strip()))
+    documents = []
+    for parts in rows.values():
+        parts.sort()
+        text, spans = "", []
+        for _, _, sentence in parts:
+            text += " " if text else ""
+            spans.append((len(text), len(text) + len(sentence)))
+            text += sentence
+        mean = float(np.mean([r for _, r, _ in parts]))
+        label = "neutral" if abs(mean) <= DOCUMENT_NEUTRAL_BAND else ("positive" if mean > 0 else "negative")
+        documents.append(Document(text, label, spans, [rating_label(r) for _, r, _ in parts]))
+    return documents
+
+
+def document_strategies(
+    predictor: Predictor, documents: list[Document]
+) -> tuple[dict[str, np.ndarray], dict[str, float], np.ndarray]:
+    """Each way of reading a document -> its (D, L) probabilities; what the splitter did; and the
+    probabilities (S, L) of each rated sentence read alone."""
+    texts = [d.text for d in documents]
+    whole, truncated = predictor.predict_proba(texts)
+    split = [sentences(t) for t in texts]
+    flat = [t[a:b] for t, spans in zip(texts, split, strict=True) for a, b in spans]
+    probs, _ = predictor.predict_proba(flat)
+    gold_flat = [d.text[a:b] for d in documents for a, b in d.sentences]
+    gold, _ = predictor.predict_proba(gold_flat)
+
+    def per_document(p: np.ndarray, spans_of: list[list[tuple[int, int]]], weighted: bool) -> np.ndarray:
+        out, k = [], 0
+        for spans in spans_of:
+            part = p[k : k + len(spans)]
+            k += len(spans)
+            out.append(aggregate(part, [b - a if weighted else 1 for a, b in spans]))
+        return np.array(out)
+
+    ours = per_document(probs, split, False)
+    fits = np.array([not t for t in truncated])
+    strategies = {
+        "whole text (truncated at the model's length, as before)": whole,
+        "sentences, length-weighted mean": per_document(probs, split, True),
+        "sentences, mean (served)": ours,
+        "whole text when it fits, else sentences": np.where(fits[:, None], whole, ours),
+        "the rated sentences, mean": per_document(gold, [d.sentences for d in documents], False),
+    }
+    exact = sum(len(set(s) & set(d.sentences)) for s, d in zip(split, documents, strict=True))
+    facts = {
+        "truncated": float(np.mean(truncated)),
+        "splitter_exact": exact / len(gold_flat),
+        "sentences_found": len(flat) / len(gold_flat),
+    }
+    return strategies, facts, gold
+
+
+def documents_table(checkpoint: Checkpoint, data: Dataset, config: TrainConfig) -> None:
+    """Table 6: document accuracy of each way of reading, per-sentence accuracy, the splitter."""
+    predictor = Predictor(checkpoint, device="cpu", batch_size=256)
+    print(
+        "\n6. Held-out documents (test and validation splits, by document): document label by the "
+        f"mean of its sentences' "
+        f"ratings, neutral within ±{DOCUMENT_NEUTRAL_BAND}\n"
+    )
+    print("| split | domain | documents | reading | 3-class accuracy | 3-class macro-F1 | binary accuracy |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    notes = []
+    totals: dict[str, list[float]] = {}
+    for split, domain in itertools.product(("test", "val"), DOCUMENT_DOMAINS):
+        documents = held_out_documents(data, config, domain, split)
+        truth = Dataset([d.text for d in documents], [d.label for d in documents])
+        strategies, facts, gold = document_strategies(predictor, documents)
+        for name, probs in strategies.items():
+            r = score(from_probabilities(probs, predictor.labels), truth)
+            cells = f"{100 * r['accuracy']:.1f} % | {100 * r['macro_f1']:.1f} | {100 * r['binary']:.1f} %"
+            print(f"| {split} | {domain} | {len(documents)} | {name} | {cells} |")
+            totals.setdefault(name, []).extend([r["accuracy"] * len(documents), len(documents)])
+        rated = Dataset([""] * len(gold), [s for d in documents for s in d.sentence_labels])
+        per_sentence = score(from_probabilities(gold, predictor.labels), rated)
+        counts = {k: sum(d.label == k for d in documents) for k in LABELS}
+        notes.append(
+            f"{split} {domain}: {len(rated)} rated sentences, per-sentence 3-class accuracy "
+            f"{100 * per_sentence['accuracy']:.1f} %, binary {100 * per_sentence['binary']:.1f} %; "
+            f"documents {counts}; {100 * facts['truncated']:.0f} % of documents longer than the model's "
+            f"length; the splitter found {facts['sentences_found']:.2f} sentences per rated sentence, "
+            f"{100 * facts['splitter_exact']:.0f} % of the rated sentences exactly"
+        )
+    print()
+    for note in notes:
+        print(note, flush=True)
+    print(
+        "\nall four: " + "; ".join(f"{n} {100 * sum(v[::2]) / sum(v[1::2]):.1f} %" for n, v in totals.items())
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -251,7 +387,17 @@ def main() -> None:
     parser.add_argument("--binary-splits", type=int, default=5, help="seeded splits of table 3")
     parser.add_argument("--speed-batches", type=int, default=60, help="optimiser steps per speed round")
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["lodo", "binary", "speed"], help="tables to skip"
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["lodo", "binary", "speed", "documents"],
+        help="tables to skip",
+    )
+    parser.add_argument(
+        "--documents-only",
+        action="store_true",
+        help="table 6 alone (held-out Amazon and NYT documents: whole text against sentences); "
+        "needs --checkpoint",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads or default_threads())
@@ -264,6 +410,11 @@ def main() -> None:
             parser.error(f"{args.checkpoint} was not trained with the default training config")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     data = load_default_corpus()
+    if args.documents_only:
+        if args.checkpoint is None:
+            parser.error("--documents-only needs --checkpoint")
+        documents_table(load_checkpoint(args.checkpoint), data, config)
+        return
     trained = held_out_domains(data, config, args.checkpoint)
     if "lodo" not in args.skip:
         leave_one_domain_out(data, config, HELD_OUT[:1] if args.quick else HELD_OUT)
@@ -279,6 +430,8 @@ def main() -> None:
             f"{ours / reference:.2f}x",
             flush=True,
         )
+    if "documents" not in args.skip:
+        documents_table(trained, data, config)
 
 
 if __name__ == "__main__":

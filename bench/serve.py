@@ -26,6 +26,9 @@ Needs ``wrk`` (Debian/Ubuntu: ``sudo apt-get install -y wrk``). Both servers get
 from the environment (``SENTIMENT_TORCH_THREADS``, ``SENTIMENT_WORKERS``, ...), plus log level
 warning so that no log line is written per request.
 
+``--sentences`` compares ``/predict`` with ``"sentences": true`` against without, same texts, one service;
+``--long-text 20000`` times one 20,000-character text (NYT editorials) answered whole.
+
 ``--against NAME=VALUE`` measures one setting instead: two batching services, the defaults and one
 with that variable changed (``checkout=DIR``: the same settings, another checkout's code, e.g. a
 ``git worktree`` of main), in alternating rounds (``--rounds``, ``--duration``) at each
@@ -61,6 +64,7 @@ import torch
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from model.predictor import Predictor, configure_threads
 from service.settings import Settings
+from training.corpus import HUTTO, fetch
 from training.data import load_crowdflower, load_default_corpus
 from training.evaluate import evaluate
 from training.train import TrainConfig, make_splits
@@ -371,12 +375,12 @@ def soak(server: Server, seconds: float, files: Path) -> tuple[float, float, Cel
 
 
 @contextmanager
-def load_files(texts: list[str]) -> Iterator[Path]:
-    """wrk's Lua script and one request body per line, in a temporary directory."""
+def load_files(texts: list[str], options: dict | None = None) -> Iterator[Path]:
+    """wrk's Lua script and one request body per line (with ``options``), in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         files = Path(tmp)
         (files / "load.lua").write_text(LUA)
-        lines = (json.dumps({"texts": [t]}) for t in texts[:5000])
+        lines = (json.dumps({"texts": [t], **(options or {})}) for t in texts[:5000])
         (files / "bodies.jsonl").write_text("\n".join(lines) + "\n")
         yield files
 
@@ -411,6 +415,76 @@ def against(change: str, texts: list[str], concurrencies: list[int], args: argpa
             rps = ", ".join(f"{c.rps:,.0f}" for c in got)
             p99 = ", ".join(f"{c.p99_ms:.1f}" for c in got)
             print(f"c={concurrency} {server_name}: requests/s {rps}; p99 ms {p99}")
+    return 0
+
+
+def sentences_check(texts: list[str], concurrencies: list[int], args: argparse.Namespace) -> int:
+    """One batching service, the same texts with ``"sentences": false`` and ``true``, alternating rounds."""
+    print(f"machine: {machine()}\n{args.rounds} rounds of {args.duration:.0f} s per concurrency", flush=True)
+    cells: list[Cell] = []
+    with (
+        load_files(texts) as off,
+        load_files(texts, {"sentences": True}) as on,
+        serve("sentences", True, off / "server.log") as server,
+    ):
+        wrk(server, 16, 3, off)  # warm-up
+        for concurrency, k in itertools.product(concurrencies, range(args.rounds)):
+            for mode, files in (("off", off), ("on", on)) if k % 2 == 0 else (("on", on), ("off", off)):
+                cells.append(
+                    replace(measure(server, concurrency, args.duration, files), mode=f"sentences {mode}")
+                )
+                print(table(cells[-1:]).splitlines()[-1], flush=True)
+    for concurrency, mode in itertools.product(concurrencies, ("off", "on")):
+        got = [c for c in cells if c.mode == f"sentences {mode}" and c.concurrency == concurrency]
+        print(
+            f"c={concurrency} sentences {mode}: requests/s {', '.join(f'{c.rps:,.0f}' for c in got)} "
+            f"(median {statistics.median(c.rps for c in got):,.0f}); p99 ms "
+            + ", ".join(f"{c.p99_ms:.1f}" for c in got)
+        )
+    return 0
+
+
+def long_text(chars: int) -> str:
+    """``chars`` characters of NYT editorials, whole sentences in file order (the Hutto set)."""
+    rows = HUTTO.directory.joinpath("nyt.tsv").read_text(encoding="utf-8").splitlines()
+    text = ""
+    for row in rows:
+        sentence = row.split("\t", 2)[2].strip()
+        if len(text) + len(sentence) + 1 > chars:
+            break
+        text += (" " if text else "") + sentence
+    return text
+
+
+def long_text_check(chars: int, requests: int) -> int:
+    """Latency of one text of ``chars`` characters, whole and with sentences, one request at a time."""
+    fetch(HUTTO)
+    text = long_text(chars)
+    print(f"machine: {machine()}; CPUs for this process and the server: {len(os.sched_getaffinity(0))}")
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-long-") as tmp,
+        serve("long", True, Path(tmp) / "log") as server,
+    ):
+        for options in ({}, {"sentences": True}):
+            body = json.dumps({"texts": [text], **options}).encode()
+            times = []
+            for k in range(requests + 3):
+                start = time.perf_counter()
+                request = urllib.request.Request(
+                    f"{server.url}/predict", body, {"content-type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = json.loads(response.read())
+                if k >= 3:  # the first ones warm up
+                    times.append(1000 * (time.perf_counter() - start))
+            times.sort()
+            parts = len(answer["predictions"][0].get("sentences", [])) or "n/a"
+            print(
+                f"{len(text):,} characters, {options or 'whole'}: p50 {statistics.median(times):.1f} ms, "
+                f"p95 {times[int(0.95 * (len(times) - 1))]:.1f} ms, max {times[-1]:.1f} ms over "
+                f"{len(times)} requests; sentences in the answer: {parts}",
+                flush=True,
+            )
     return 0
 
 
@@ -489,6 +563,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only time the forward pass alone and beside a thread holding the GIL (eager and scripted)",
     )
     parser.add_argument(
+        "--sentences",
+        action="store_true",
+        help="only compare requests/s of /predict with sentences off and on, same texts, one batching "
+        "service, alternating rounds (--rounds, --duration, --concurrency: default 64), then exit",
+    )
+    parser.add_argument(
+        "--long-text",
+        type=int,
+        metavar="CHARS",
+        help="only time one text of CHARS characters (e.g. 20000), whole and with sentences, one "
+        "request at a time; for 2 cores run under `taskset -c 0,1`",
+    )
+    parser.add_argument("--requests", type=int, default=30, help="--long-text: requests per mode")
+    parser.add_argument(
         "--quantization",
         action="store_true",
         help="only compare fp32 and int8 (accuracy on the checkpoint's test split, speed), then exit",
@@ -506,15 +594,19 @@ def main(argv: list[str] | None = None) -> int:
         random.Random(args.seed).shuffle(texts)
         gil_check(texts)
         return 0
+    if args.long_text:
+        return long_text_check(args.long_text, args.requests)
     if shutil.which("wrk") is None:
         print("bench.serve needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu)", file=sys.stderr)
         return 2
-    default = "64" if args.against else "1,16,64,256"
+    default = "64" if args.against or args.sentences else "1,16,64,256"
     concurrencies = [int(c) for c in (args.concurrency or default).split(",")]
     texts = list(load_crowdflower().texts)
     random.Random(args.seed).shuffle(texts)
     if args.against:
         return against(args.against, texts, concurrencies, args)
+    if args.sentences:
+        return sentences_check(texts, concurrencies, args)
     print(f"machine: {machine()}", flush=True)
     predictor = bench_predictor(texts)
     rates = model_only(predictor, texts, args.model_seconds)

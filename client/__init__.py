@@ -11,6 +11,8 @@ from client.aio import AsyncSentimentClient
 from client.retry import RetryPolicy
 from client.sync import SentimentClient
 from client.types import (
+    Document,
+    DocumentsResult,
     ExplainResult,
     Explanation,
     Limits,
@@ -18,12 +20,16 @@ from client.types import (
     ModelRef,
     Prediction,
     PredictResult,
+    Sentence,
     SentimentError,
+    TextError,
     TokenContribution,
 )
 
 __all__ = [
     "AsyncSentimentClient",
+    "Document",
+    "DocumentsResult",
     "ExplainResult",
     "Explanation",
     "Limits",
@@ -32,7 +38,9 @@ __all__ = [
     "PredictResult",
     "Prediction",
     "RetryPolicy",
+    "Sentence",
     "SentimentClient",
     "SentimentError",
+    "TextError",
     "TokenContribution",
 ]

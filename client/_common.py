@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from client.retry import RetryPolicy, retry_after
-from client.types import ExplainResult, Limits, ModelInfo, PredictResult, SentimentError
+from client.types import DocumentsResult, ExplainResult, Limits, ModelInfo, PredictResult, SentimentError
 
 USER_AGENT = "lstm-sentiment-client/0.1"
 
@@ -79,6 +79,14 @@ class Core:
     def explain(self, texts: str | Sequence[str]) -> Steps[ExplainResult]:
         answers = yield from self._split_call("/explain", listed(texts))
         return ExplainResult.from_json(merge(answers, "explanations"))
+
+    def documents(
+        self, texts: str | Sequence[str], sentences: bool, per_text_errors: bool
+    ) -> Steps[DocumentsResult]:
+        """``/predict`` with its options, in one request: sentences, and per-text errors."""
+        body = {"texts": listed(texts), "sentences": sentences}
+        body["errors"] = "per_text" if per_text_errors else "request"
+        return DocumentsResult.from_json((yield from self.call("POST", "/predict", body)))
 
     def model_info(self) -> Steps[ModelInfo]:
         info = ModelInfo.from_json((yield from self.call("GET", "/v1/model")))

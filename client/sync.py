@@ -11,7 +11,7 @@ import httpx
 
 from client._common import REQUEST_ERRORS, ClientBase, Core, Outcome, Steps, T, Wait
 from client.retry import RetryPolicy
-from client.types import ExplainResult, ModelInfo, PredictResult
+from client.types import DocumentsResult, ExplainResult, ModelInfo, PredictResult
 
 
 class SentimentClient(ClientBase):
@@ -42,6 +42,13 @@ class SentimentClient(ClientBase):
         """Label, score and probabilities of each text, in input order (a list longer than the server
         takes in one request is sent in several, in order, and answered as one)."""
         return self._run(self._core.predict(texts))
+
+    def predict_documents(
+        self, texts: str | Sequence[str], *, sentences: bool = True, per_text_errors: bool = False
+    ) -> DocumentsResult:
+        """Each text whole (a long one read by sentences); with ``sentences`` each sentence's span and
+        prediction too; with ``per_text_errors`` a bad text is ``None`` with an entry in ``errors``."""
+        return self._run(self._core.documents(texts, sentences, per_text_errors))
 
     def explain(self, texts: str | Sequence[str]) -> ExplainResult:
         """Predictions plus each token's contribution and character span (long lists split as ``predict``)."""

@@ -110,5 +110,53 @@ class ModelInfo:
         return cls(**fields)
 
 
+@dataclass(frozen=True)
+class Sentence:
+    start: int  # the sentence in its text: text[start:end], code points (Python str indices)
+    end: int
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Document(Prediction):
+    """A text's prediction (the mean of its sentences'), whether its sentences disagree, and them."""
+
+    mixed: bool = False
+    sentences: list[Sentence] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TextError:
+    index: int  # position in the texts sent
+    status: int  # 413 or 422: what the text alone would have got
+    detail: str
+
+
+@dataclass(frozen=True)
+class DocumentsResult:
+    """``predict_documents``: one ``Document`` per text, ``None`` for a text listed in ``errors``."""
+
+    documents: list[Document | None]
+    errors: list[TextError]
+    model: ModelRef
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DocumentsResult:
+        documents = [
+            None
+            if d is None
+            else Document(
+                **_prediction(d).__dict__,
+                mixed=bool(d.get("mixed", False)),
+                sentences=[Sentence(**s) for s in d.get("sentences") or []],
+            )
+            for d in data["predictions"]
+        ]
+        errors = [TextError(**e) for e in data.get("errors") or []]
+        return cls(documents, errors, ModelRef(**data["model"]))
+
+
 def _prediction(data: dict[str, Any]) -> Prediction:
     return Prediction(data["label"], data["score"], data["probabilities"], data.get("truncated", False))

@@ -75,6 +75,30 @@ def to_predictions(
     ]
 
 
+# A text is ``mixed`` when at least two opposing labels (any but neutral) each hold this share of its
+# length, counted over its sentences' labels (docs/quality.md, "Sentences").
+MIXED_SHARE = 0.2
+
+
+def aggregate(probabilities: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """One text's probabilities (L,) from its parts' (P, L): their mean weighted by ``weights``
+    (the parts' lengths in characters)."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
+    return (w @ probabilities.astype(np.float64)).astype(np.float32)  # type: ignore[no-any-return]
+
+
+def is_mixed(
+    labels: Sequence[str], probabilities: np.ndarray, weights: Sequence[float], share: float = MIXED_SHARE
+) -> bool:
+    """Whether two different non-neutral labels each win parts holding ``share`` of the weight."""
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) < 2 or w.sum() <= 0:
+        return False
+    held = np.bincount(probabilities.argmax(axis=1), weights=w / w.sum(), minlength=len(labels))
+    return sum(1 for k, name in enumerate(labels) if name != "neutral" and held[k] >= share) >= 2
+
+
 class Predictor:
     """Batched inference over a loaded checkpoint, in ``torch.inference_mode``.
 

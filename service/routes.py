@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic_core import to_json
 from starlette.routing import Route
 
+from model.predictor import Prediction, aggregate, is_mixed, to_predictions
+from model.sentences import Span, plan
 from service.deps import ServedDep, ServedModel, SettingsDep, served_model
 from service.engine import Result
 from service.errors import RETRY, engine_errors, error_response, parse
@@ -16,6 +21,7 @@ from service.schemas import Health, Limits, ModelInfo, PredictRequest, PredictRe
 from service.settings import Settings
 
 router = APIRouter()
+BLANK = "must contain a non-whitespace character"
 
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: error_response("over a limit: texts per request, characters per text or body bytes"),
@@ -41,14 +47,32 @@ _BODY = {"required": True, "content": {"application/json": {"schema": PredictReq
     openapi_extra={"requestBody": _BODY},
 )
 async def predict(request: Request) -> Response:
-    """Classify a text or a list of texts; predictions come back in input order."""
+    """Classify a text or a list of texts, whole or sentence by sentence; answers in input order."""
     served = served_model(request)
-    texts = parse(PredictRequest, await request.body()).texts
-    result = await run_predictions(served, served.settings, texts)
-    content = to_json(
-        {"predictions": result.predictions, "model": {"name": served.name, "version": result.version}}
-    )
-    return Response(content, media_type="application/json")
+    body = parse(PredictRequest, await request.body())
+    settings, texts = served.settings, body.texts
+    per_text = body.errors == "per_text"
+    if not per_text:
+        check_blank(texts)
+    check_count(texts, settings)
+    problems = {i: e for i, t in enumerate(texts) if (e := text_problem(t, settings, f"texts.{i}"))}
+    if problems and not per_text:
+        raise problems[min(problems)]
+    good = [i for i in range(len(texts)) if i not in problems]
+    predictions: list[Any] = [None] * len(texts)
+    version = served.checkpoint.version
+    if good:
+        readings, version = await read_texts(served, settings, [texts[i] for i in good], body.sentences)
+        served.on_predictions([r if isinstance(r, Prediction) else r.prediction for r in readings])
+        for i, reading in zip(good, readings, strict=True):
+            predictions[i] = reading if isinstance(reading, Prediction) else reading.out()
+    answer: dict[str, Any] = {"predictions": predictions}
+    if per_text:
+        answer["errors"] = [
+            {"index": i, "status": e.status_code, "detail": e.detail} for i, e in sorted(problems.items())
+        ]
+    answer["model"] = {"name": served.name, "version": version}
+    return Response(to_json(answer), media_type="application/json")
 
 
 PREDICT_ROUTE = Route("/predict", predict, methods=["POST"])
@@ -57,37 +81,148 @@ PREDICT_ROUTE = Route("/predict", predict, methods=["POST"])
 async def run_predictions(
     served: ServedModel, settings: Settings, texts: list[str], where: str = "texts"
 ) -> Result:
-    """The engine's predictions for ``texts``, under the limits; engine refusals as HTTP errors."""
+    """The engine's predictions for ``texts`` (long ones read by sentences), under the limits; engine
+    refusals as HTTP errors."""
     check_texts(texts, settings, where)
+    readings, version = await read_texts(served, settings, texts, by_sentence=False)
+    predictions = [r if isinstance(r, Prediction) else r.prediction for r in readings]
+    served.on_predictions(predictions)
+    return Result(predictions, version)
+
+
+@dataclass
+class Reading:
+    """A text read sentence by sentence: its document prediction, whether it is mixed, its sentences."""
+
+    prediction: Prediction
+    mixed: bool
+    sentences: list[tuple[Span, Prediction]]
+
+    def out(self) -> dict[str, Any]:
+        p = self.prediction
+        return {
+            "label": p.label,
+            "score": p.score,
+            "probabilities": p.probabilities,
+            "truncated": p.truncated,
+            "mixed": self.mixed,
+            "sentences": [
+                {"start": a, "end": b, "label": s.label, "score": s.score, "probabilities": s.probabilities}
+                for (a, b), s in self.sentences
+            ],
+        }
+
+
+async def read_texts(
+    served: ServedModel, settings: Settings, texts: list[str], by_sentence: bool
+) -> tuple[list[Prediction | Reading], str]:
+    """Each text read whole, or with ``by_sentence`` by its sentences (all of them in one submit).
+
+    Whole: a text the model had to cut (over its max_length tokens) is read again by sentences, and its
+    prediction is their mean, so nothing is silently left out.
+    """
+    if by_sentence:
+        return await read_by_sentence(served, settings, texts)  # type: ignore[return-value]
+    result = await submit(served, settings, texts)
+    readings: list[Prediction | Reading] = list(result.predictions)
+    long = [i for i, p in enumerate(result.predictions) if p.truncated]
+    if not long:
+        return readings, result.version
+    again, version = await read_by_sentence(served, settings, [texts[i] for i in long])
+    for i, reading in zip(long, again, strict=True):
+        readings[i] = reading.prediction
+    return readings, version
+
+
+async def read_by_sentence(
+    served: ServedModel, settings: Settings, texts: list[str]
+) -> tuple[list[Reading], str]:
+    """Every sentence of every text (a very long one in overlapping windows) through one submit."""
+    max_words = max(1, served.checkpoint.config.max_length * 3 // 4)  # words are ~1.3 tokens
+    plans = [plan(text, max_words) for text in texts]
+    pieces = [
+        text[a:b] for text, sentences in zip(texts, plans, strict=True) for s in sentences for a, b in s
+    ]
+    if len(pieces) > settings.max_sentences_per_request:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"{len(pieces)} sentences to read in one request; the limit is "
+            f"{settings.max_sentences_per_request} (SENTIMENT_MAX_SENTENCES_PER_REQUEST): split the request",
+        )
+    result = await submit(served, settings, pieces)
+    parts = iter(result.predictions)
+    return [_reading([[next(parts) for _ in s] for s in sentences], sentences) for sentences in plans], (
+        result.version
+    )
+
+
+def _reading(parts: list[list[Prediction]], pieces: list[list[Span]]) -> Reading:
+    """A text's reading from its sentences' pieces: a sentence is the length-weighted mean of its
+    windows, the text the plain mean of its sentences (docs/quality.md, "Sentences")."""
+    labels = list(parts[0][0].probabilities)
+    sentences = []
+    for windows, spans in zip(parts, pieces, strict=True):
+        probs = np.array([list(w.probabilities.values()) for w in windows])
+        mean = aggregate(probs, [b - a for a, b in spans])
+        cut = any(w.truncated for w in windows)
+        sentences.append(((spans[0][0], spans[-1][1]), to_predictions(labels, mean[None], [cut])[0]))
+    probs = np.array([list(s.probabilities.values()) for _, s in sentences])
+    ones = [1.0] * len(sentences)
+    truncated = any(s.truncated for _, s in sentences)
+    document = to_predictions(labels, aggregate(probs, ones)[None], [truncated])[0]
+    return Reading(document, is_mixed(labels, probs, ones), sentences)
+
+
+async def submit(served: ServedModel, settings: Settings, texts: list[str]) -> Result:
     async with engine_errors(settings.request_timeout_s):
-        result = await served.engine.submit(texts)
-    served.on_predictions(result.predictions)
-    return result
+        return await served.engine.submit(texts)
 
 
-def check_texts(texts: list[str], settings: Settings, where: str = "texts") -> None:
-    """413 past the per-request limits; 422 for a text the model cannot read."""
+def check_blank(texts: list[str]) -> None:
+    """422, in the shape of a validation error, for every text without a non-whitespace character."""
+    blank = [i for i, text in enumerate(texts) if not text.strip()]
+    if blank:
+        raise RequestValidationError(
+            [{"loc": ("body", "texts", i), "msg": BLANK, "type": "blank_text"} for i in blank]
+        )
+
+
+def check_count(texts: list[str], settings: Settings) -> None:
     if len(texts) > settings.max_texts_per_request:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"{len(texts)} texts in one request; the limit is {settings.max_texts_per_request} "
             "(SENTIMENT_MAX_TEXTS_PER_REQUEST): split the request",
         )
+
+
+def check_texts(texts: list[str], settings: Settings, where: str = "texts") -> None:
+    """413 past the per-request limits; 422 for a text the model cannot read."""
+    check_count(texts, settings)
     for i, text in enumerate(texts):
-        if len(text) > settings.max_text_chars:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                f"{where}.{i} has {len(text)} characters; the limit is {settings.max_text_chars} "
-                "(SENTIMENT_MAX_TEXT_CHARS): shorten it",
+        if (problem := text_problem(text, settings, f"{where}.{i}")) is not None:
+            raise problem
+
+
+def text_problem(text: str, settings: Settings, where: str) -> HTTPException | None:
+    """Why the model cannot read ``text`` (413 too long, 422 blank or not valid Unicode), or None."""
+    if len(text) > settings.max_text_chars:
+        return HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"{where} has {len(text)} characters; the limit is {settings.max_text_chars} "
+            "(SENTIMENT_MAX_TEXT_CHARS): shorten it",
+        )
+    if not text.strip():
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{where}: {BLANK}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. "\ud800" in JSON
+            return HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"{where} holds an unpaired surrogate at character {exc.start}: send valid Unicode",
             )
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:  # a lone surrogate, e.g. "\ud800" in JSON
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    f"{where}.{i} holds an unpaired surrogate at character {exc.start}: send valid Unicode",
-                ) from exc
+    return None
 
 
 @router.get(
@@ -144,5 +279,6 @@ async def model_info(served: ServedDep, settings: SettingsDep) -> ModelInfo:
             max_texts_per_request=settings.max_texts_per_request,
             max_text_chars=settings.max_text_chars,
             max_body_bytes=settings.max_body_bytes,
+            max_sentences_per_request=settings.max_sentences_per_request,
         ),
     )

@@ -67,7 +67,19 @@ class Settings(BaseSettings):
     max_queue_texts: int = Field(4096, ge=1, description="texts waiting before requests get 503")
     request_timeout_s: float = Field(30.0, gt=0, description="per-request deadline; past it, 504")
     max_texts_per_request: int = Field(256, ge=1, le=100_000)
-    max_text_chars: int = Field(5_000, ge=1, le=1_000_000)
+    max_text_chars: int = Field(
+        20_000,
+        ge=1,
+        le=1_000_000,
+        description="most characters in one text; past it, 413. A text longer than the model's length is "
+        "read whole, sentence by sentence",
+    )
+    max_sentences_per_request: int = Field(
+        2_048,
+        ge=1,
+        description="most sentences (and windows of very long ones) the model reads for one request, "
+        "with sentences on or for long texts; past it, 413. Keep it at or below max_queue_texts",
+    )
     max_body_bytes: int = Field(
         2 * 1024 * 1024,
         ge=1024,

@@ -1,9 +1,12 @@
-// The demo page: POST /explain, then show the label, the probabilities and the highlighted words.
+// The demo page: POST /explain, then show the label, the probabilities and the highlighted words;
+// POST /predict with sentences, then show each sentence coloured by its label.
 // Everything from the server goes into the page as text (textContent), never as HTML.
 "use strict";
 
 const SUPPORTS = "234, 120, 30";
 const AGAINST = "40, 110, 220";
+
+const SENTENCE_COLOURS = { positive: "46, 160, 67", negative: "207, 34, 46", neutral: "140, 149, 159" };
 
 const $ = (id) => document.getElementById(id);
 
@@ -56,6 +59,44 @@ function showTokens(text, tokens, label) {
   if (at < text.length) out.append(text.slice(at));
 }
 
+function showSentences(text, prediction) {
+  // The original text, each sentence's characters (text.slice(start, end)) coloured by its label.
+  const out = $("sentences");
+  out.replaceChildren();
+  let at = 0;
+  for (const s of prediction.sentences) {
+    if (s.start < at) continue;
+    if (s.start > at) out.append(text.slice(at, s.start));
+    const node = element("span", `sentence ${s.label}`, text.slice(s.start, s.end));
+    const rgb = SENTENCE_COLOURS[s.label] || SENTENCE_COLOURS.neutral;
+    node.style.background = `rgba(${rgb}, ${(0.15 + 0.55 * s.score).toFixed(3)})`;
+    node.dataset.label = s.label;
+    node.title = `${s.label} ${percent(s.score)}`;
+    out.append(node);
+    at = s.end;
+  }
+  if (at < text.length) out.append(text.slice(at));
+  const count = prediction.sentences.length;
+  const mixed = prediction.mixed ? " · mixed: its sentences disagree" : "";
+  $("sentences-note").textContent = `${count} sentence${count === 1 ? "" : "s"}${mixed}`;
+  $("sentences-section").hidden = false;
+}
+
+async function sentences(text, headers) {
+  // Best effort: the words above are the main answer; without sentences the section stays hidden.
+  $("sentences-section").hidden = true;
+  try {
+    const response = await fetch("/predict", {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ texts: [text], sentences: true }),
+    });
+    if (response.ok) showSentences(text, (await response.json()).predictions[0]);
+  } catch {
+    // network error: nothing to show
+  }
+}
+
 function showResult(text, body) {
   const e = body.explanations[0];
   $("label").textContent = e.label;
@@ -93,6 +134,7 @@ async function analyse(event) {
     });
     if (!response.ok) throw new Error(await errorMessage(response));
     showResult(text, await response.json());
+    await sentences(text, headers);
   } catch (err) {
     $("error").textContent = err.message;
     $("error").hidden = false;

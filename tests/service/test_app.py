@@ -110,9 +110,12 @@ def test_opentelemetry_providers_are_looked_up_only_when_enabled(
     assert (lookups >= 3) if enabled else (lookups == 0)
 
 
-def test_truncated_texts_are_flagged(client: TestClient) -> None:
+def test_a_text_over_the_model_length_is_read_whole_not_truncated(client: TestClient) -> None:
+    # 40 words, the tiny model reads 16 tokens: read in overlapping windows (tests/service/test_sentences.py)
     response = client.post("/predict", json={"texts": ["great " * 40, "great"]})
-    assert [p["truncated"] for p in response.json()["predictions"]] == [True, False]
+    predictions = response.json()["predictions"]
+    assert [p["truncated"] for p in predictions] == [False, False]
+    assert set(predictions[0]) == {"label", "score", "probabilities", "truncated"}  # shape unchanged
 
 
 def test_healthz(client: TestClient) -> None:
@@ -170,7 +173,12 @@ def test_model_info(client: TestClient, predictor: Predictor) -> None:
     assert info["metrics"] == {"test": {"accuracy": 0.5}}
     assert info["provenance"] == {"seed": 0}
     assert info["training"] == {"epochs": 0}
-    assert set(info["limits"]) == {"max_texts_per_request", "max_text_chars", "max_body_bytes"}
+    assert set(info["limits"]) == {
+        "max_texts_per_request",
+        "max_text_chars",
+        "max_body_bytes",
+        "max_sentences_per_request",
+    }
     assert all(isinstance(v, int) and v > 0 for v in info["limits"].values())
 
 

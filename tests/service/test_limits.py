@@ -82,10 +82,30 @@ def test_a_chunked_body_is_cut_off_at_the_limit(client: TestClient) -> None:
     assert fits.status_code == 200 and len(fits.json()["predictions"]) == 1
 
 
-def test_a_text_longer_than_max_length_is_truncated_and_says_so(client: TestClient) -> None:
+def test_a_text_longer_than_max_length_is_read_whole(client: TestClient) -> None:
     r = client.post("/predict", json={"texts": ["great movie " * 30, "great movie"]})
     assert r.status_code == 200
-    assert [p["truncated"] for p in r.json()["predictions"]] == [True, False]
+    assert [p["truncated"] for p in r.json()["predictions"]] == [False, False]
+
+
+def test_sentences_per_request_past_the_limit_is_413(settings: Settings) -> None:
+    limited = settings.model_copy(update={"max_sentences_per_request": 3})
+    with TestClient(create_app(limited)) as client:
+        fits = client.post("/predict", json={"texts": ["Good. Bad.", "Fine."], "sentences": True})
+        over = client.post("/predict", json={"texts": ["Good. Bad.", "Fine. Okay."], "sentences": True})
+        whole = client.post("/predict", json={"texts": ["Good. Bad.", "Fine. Okay."]})  # short: whole
+    assert fits.status_code == 200 and whole.status_code == 200
+    assert over.status_code == 413
+    assert (
+        "4 sentences" in over.json()["detail"]
+        and "SENTIMENT_MAX_SENTENCES_PER_REQUEST" in over.json()["detail"]
+    )
+
+
+def test_per_text_errors_keep_the_request_limits(client: TestClient, limited: Settings) -> None:
+    too_many = ["love"] * (limited.max_texts_per_request + 1)
+    r = client.post("/predict", json={"texts": too_many, "errors": "per_text"})
+    assert r.status_code == 413
 
 
 def test_queue_full_gives_503_with_retry_after_and_readiness_turns_false(client: TestClient) -> None:
