@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,14 @@ def code_version() -> str:
         return "unknown"
 
 
+def package_version() -> str:
+    """The installed package's version (pyproject.toml is its only source)."""
+    try:
+        return version("lstm-sentiment")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Dataset | None, dict[str, Any]]:
     def load(path: Path) -> Dataset:
         return load_dataset(path, args.text_column, args.label_column, args.encoding, args.group_column)
@@ -266,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output(args, output)
         data, val, test, provenance = load_data(args)
         provenance["code_version"] = code_version()
+        provenance["package_version"] = package_version()
         log_epoch = tensorboard_logger(args.tensorboard) if args.tensorboard and main_process else None
         result = train(
             data,

@@ -21,9 +21,12 @@ def data_summary(splits: Splits) -> str:
     parts = splits.named()
     rows = sum(len(split) for split in parts.values())
     every = [label for split in parts.values() for label in split.labels]
-    lines = [f"data: {rows:,} rows, {len(splits.labels)} labels ({_counts(every, splits.labels)})"]
+    used = f" used of {rows + splits.unused:,}" if splits.unused else ""
+    lines = [f"data: {rows:,} rows{used}, {len(splits.labels)} labels ({_counts(every, splits.labels)})"]
     for name, split in parts.items():
         lines.append(f"  {name:<10} {len(split):>9,} rows ({_counts(split.labels, splits.labels)})")
+    if splits.unused:
+        lines[1] += f"; {splits.unused:,} more left out by --max-examples"
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ class Splits:
     val: Dataset
     test: Dataset
     labels: list[str] = field(default_factory=list)
+    unused: int = 0  # training rows left out by max_examples
 
     def named(self) -> dict[str, Dataset]:
         return {"train": self.train, "validation": self.val, "test": self.test}
@@ -42,8 +43,10 @@ def make_splits(
     train, rest = data.subset(parts[0]), [data.subset(p) for p in parts[1:]]
     val = val if val is not None else rest.pop(0)
     test = test if test is not None else rest.pop(0)
-    if config.max_examples is not None:
-        train = train.subset(range(min(len(train), config.max_examples)))
+    unused = 0
+    if config.max_examples is not None and len(train) > config.max_examples:
+        unused = len(train) - config.max_examples
+        train = train.subset(range(config.max_examples))
     labels = label_names(train.labels, train.source)
     for name, split in (("validation", val), ("test", test)):
         unseen = set(split.labels) - set(labels)
@@ -51,4 +54,4 @@ def make_splits(
             raise DataError(f"{split.source}: {name} labels {sorted(unseen)} never occur in training data")
         if len(split) == 0:
             raise DataError(f"{data.source}: too few rows for a {name} split")
-    return Splits(train, val, test, labels)
+    return Splits(train, val, test, labels, unused)

@@ -102,6 +102,7 @@ def test_train_save_load_evaluate_serve(corpus: Path, trained: tuple[Path, Run])
     data = checkpoint.provenance["data"]
     assert data["path"] == str(corpus) and data["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
     assert checkpoint.provenance["seed"] == 13 and checkpoint.provenance["code_version"]
+    assert checkpoint.provenance["package_version"] == cli.package_version() != "unknown"
 
     report = run([str(output), str(corpus), "--device", "cpu"], entry=evaluate.main)
     assert report.code == 0, report.err
