@@ -232,7 +232,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after every flag's help, and the module docstring as written."""
+    """Defaults after every flag's help (not for switches that are off), the module docstring as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
