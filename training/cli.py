@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, file_sha256
 from training import distributed
+from training.config import TrainConfig, tiny
 from training.corpus import CROWDFLOWER, HUTTO, PROJECT_ROOT
 from training.data import DataError, Dataset, load_dataset, load_default_corpus
 from training.loop import Loop
 from training.metrics import format_report
-from training.train import TrainConfig, tiny, train
+from training.resume import state_path
+from training.train import train
 
 HELP = {
     "seed": "random seed for splits, initialisation and batching",
@@ -64,11 +67,18 @@ HELP = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, except where there is none to show (None, or off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m training", description=__doc__, formatter_class=HelpFormatter
     )
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -89,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         help="checkpoint directory to write (default: checkpoints/default for the default corpus, "
-        "checkpoints/NAME for --data NAME.csv, checkpoints/NAME-tiny with --tiny)",
+        "checkpoints/NAME for --data NAME.csv, checkpoints/tiny for --tiny, checkpoints/NAME-tiny for both)",
     )
     run.add_argument(
         "--force", action="store_true", help="replace a checkpoint already at --output (kept otherwise)"
@@ -157,6 +167,14 @@ def code_version() -> str:
         return "unknown"
 
 
+def package_version() -> str:
+    """The installed package's version (pyproject.toml is its only source)."""
+    try:
+        return version("lstm-sentiment")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, Dataset | None, dict[str, Any]]:
     def load(path: Path) -> Dataset:
         return load_dataset(path, args.text_column, args.label_column, args.encoding, args.group_column)
@@ -189,22 +207,35 @@ def asset_records() -> list[dict[str, Any]]:
 
 
 def output_path(args: argparse.Namespace) -> Path:
-    """Where the checkpoint goes: as given, or a directory that no other run's defaults point to."""
+    """Where the checkpoint goes: as given, or a directory named after the data, so that only the
+    no-argument run (which rebuilds the shipped model) writes checkpoints/default."""
     if args.output is not None:
         return Path(args.output)
     if args.data is None and not args.tiny:
-        return DEFAULT_CHECKPOINT  # rebuilding the shipped model is the no-argument run
-    name = Path(args.data).stem if args.data is not None else "default"
-    return DEFAULT_CHECKPOINT.parent / (f"{name}-tiny" if args.tiny else name)
+        return DEFAULT_CHECKPOINT
+    if args.data is None:
+        return DEFAULT_CHECKPOINT.parent / "tiny"
+    stem = Path(args.data).stem
+    return DEFAULT_CHECKPOINT.parent / (f"{stem}-tiny" if args.tiny else stem)
 
 
 def check_output(args: argparse.Namespace, output: Path) -> None:
     """Refuse to replace a checkpoint unless told to: a smoke test must never eat a real model."""
     rebuilds_default = args.output is None and args.data is None and not args.tiny
-    if (output / "config.json").exists() and not (args.force or args.resume or rebuilds_default):
+    resuming = args.resume and state_path(output).is_file()
+    if (output / "config.json").exists() and not (args.force or resuming or rebuilds_default):
         raise ValueError(
             f"{output} already holds a checkpoint; pass --force to replace it, or another --output"
         )
+
+
+def interrupted(output: Path | None) -> str:
+    """The one line Ctrl-C prints: what was kept, and the command that carries on."""
+    if output is not None and state_path(output).is_file():
+        return "interrupted: the last finished epoch is saved; rerun the same command with --resume to go on"
+    if output is not None:
+        return "interrupted before an epoch finished: nothing saved (--resume goes on after a finished epoch)"
+    return "interrupted: nothing saved"
 
 
 def init_from(config: TrainConfig) -> str | None:
@@ -251,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output(args, output)
         data, val, test, provenance = load_data(args)
         provenance["code_version"] = code_version()
+        provenance["package_version"] = package_version()
         log_epoch = tensorboard_logger(args.tensorboard) if args.tensorboard and main_process else None
         result = train(
             data,
@@ -269,10 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = " --resume" if output is not None else ""
-        print(
-            f"\ninterrupted; the last finished epoch is kept: rerun the same command{hint}", file=sys.stderr
-        )
+        print(f"\n{interrupted(output)}", file=sys.stderr)
         return 130
     metrics = result.checkpoint.metrics
     print(format_report(metrics["test"], title="test split"))

@@ -3,22 +3,17 @@ that keep each document (or other group of rows) on one side."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+# Reading files lives in model/tabular.py (scoring shares it); these names stay importable from here.
+from model.tabular import SUFFIXES as SUFFIXES
+from model.tabular import DataError, read_table
 from training.corpus import CROWDFLOWER, HUTTO, fetch
-
-SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-
-
-class DataError(ValueError):
-    """Bad training data; the message names the file, the row and the problem."""
 
 
 @dataclass
@@ -63,65 +58,6 @@ class Dataset:
             column("groups"),
             column("domains"),
         )
-
-
-def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a whole file as a DataFrame, turning parse failures into a ``DataError``."""
-    path = Path(path)
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty")
-    if kind == "csv":
-        return _read_csv(path, encoding)
-    if kind == "jsonl":
-        return _read_jsonl(path, encoding)
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types on a bad file
-        raise DataError(f"{path}: not a readable Parquet file: {exc}") from exc
-
-
-def _decode(path: Path, encoding: str) -> str:
-    """The whole file as text; undecodable bytes stop with the line they are on."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{path}, line {line}: bytes not valid {encoding} ({exc.reason}); "
-            "pass --encoding (for example latin-1) or re-save the file as UTF-8"
-        ) from exc
-
-
-def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
-    _decode(path, encoding)
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        # Everything is read as text: a CSV cell has no type, and "007" must stay "007".
-        return pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
-
-
-def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
-    records: list[dict[str, Any]] = []
-    # split("\n"), not splitlines(): JSON strings may hold U+2028 and other line separators.
-    for number, line in enumerate(_decode(path, encoding).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {number}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(record, dict):
-            raise DataError(f"{path}, line {number}: expected a JSON object, got {record!r:.40}")
-        records.append(record)
-    return pd.DataFrame.from_records(records)
 
 
 def load_dataset(

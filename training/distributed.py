@@ -23,17 +23,15 @@ import atexit
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from training.batches import EncodedSplit, bucketed_batches
-
-if TYPE_CHECKING:
-    from training.loop import Loop
 
 
 @dataclass
@@ -50,24 +48,30 @@ class DataParallel:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def attach(self, loop: Loop) -> None:
-        """Wire ``loop`` for data parallelism: DDP forward, this rank's batches, rank 0's verdicts."""
-        ids = [self.local_rank] if self.device.type == "cuda" else None
-        loop.train_model = DistributedDataParallel(loop.model, device_ids=ids)
-        loop.shard = self.shard
-        # Word dropout draws from loop.rng; each rank gets its own stream (batch order does not use it).
-        loop.rng = np.random.default_rng([loop.config.seed, self.rank])
-        loop.progress = loop.progress and self.is_main
-        validate = loop._validate
-        # Ranks must agree on "improved" and on stopping, or one would leave while the others wait.
-        loop.__dict__["_validate"] = lambda: self.broadcast(validate())  # shadows the method, this loop only
+    # The training.loop.Strategy of a torchrun job.
 
-    def shard(self, split: EncodedSplit, batch_size: int, epoch: int) -> list[np.ndarray]:
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The DDP-wrapped forward: gradients are averaged over the ranks in ``backward``."""
+        ids = [self.local_rank] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def rng(self, seed: int) -> np.random.Generator:
+        """Word dropout: each rank its own stream (batch order does not use it)."""
+        return np.random.default_rng([seed, self.rank])
+
+    def batches(
+        self, split: EncodedSplit, batch_size: int, epoch: int, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         """This rank's rows of every batch of ``epoch`` (the same batches on every rank)."""
-        rng = np.random.default_rng([self.seed, epoch])
-        batches = bucketed_batches(split, batch_size, rng)
+        order = np.random.default_rng([self.seed, epoch])
+        batches = bucketed_batches(split, batch_size, order)
         # A batch with fewer rows than ranks would leave a rank idle, and DDP needs every rank each step.
         return [rows[self.rank :: self.world_size] for rows in batches if len(rows) >= self.world_size]
+
+    def agree(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Rank 0's validation report: ranks must agree on "improved" and on stopping, or one would
+        leave while the others wait."""
+        return self.broadcast(report)
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank."""

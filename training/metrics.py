@@ -31,7 +31,10 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
 def classification_report(
     y_true: Sequence[int] | np.ndarray, probs: np.ndarray, labels: Sequence[str]
 ) -> dict[str, Any]:
-    """Everything the CLI prints and the checkpoint stores, as plain JSON-ready values."""
+    """Everything the CLI prints and the checkpoint stores, as plain JSON-ready values.
+
+    Macro averages are over the labels that occur in ``y_true``: a label with no example has no recall,
+    and counting its F1 as 0 would understate the model (``absent_labels`` names those left out)."""
     truth = np.asarray(y_true, dtype=np.int64)
     pred = probs.argmax(axis=1)
     matrix = confusion_matrix(truth, pred, len(labels))
@@ -41,10 +44,14 @@ def classification_report(
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = actual > 0 if actual.any() else np.ones_like(actual, dtype=bool)
     return {
         "examples": len(truth),
         "accuracy": float((pred == truth).mean()) if len(truth) else 0.0,
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1[present].mean()),
+        "macro_precision": float(precision[present].mean()),
+        "macro_recall": float(recall[present].mean()),
+        "absent_labels": [label for label, here in zip(labels, present, strict=True) if not here],
         "ece": expected_calibration_error(probs, truth) if len(truth) else 0.0,
         "per_class": {
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
@@ -64,6 +71,9 @@ def format_report(report: dict[str, Any], title: str = "") -> str:
         f"examples {report['examples']}  accuracy {report['accuracy']:.4f}  "
         f"macro-F1 {report['macro_f1']:.4f}  ECE {report['ece']:.4f}"
     )
+    if report.get("absent_labels"):
+        absent = ", ".join(map(repr, report["absent_labels"]))
+        lines.append(f"note: no example of {absent}; macro averages are over the other labels")
     lines.append(f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for label, row in report["per_class"].items():
         lines.append(

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from model.tokenizer import TextTokenizer
+from training.config import TrainConfig
 
 if TYPE_CHECKING:
     from training.loop import Loop
-    from training.train import TrainConfig
 
 
 def state_path(output: Path) -> Path:
@@ -56,20 +56,7 @@ class ResumeState:
             "data": fingerprint,
             "config": asdict(loop.config),
             "tokenizer": tokenizer.to_json(),
-            "model": loop.model.state_dict(),
-            "best_state": loop.best_state,
-            "ema": loop.ema.state_dict() if loop.ema is not None else None,
-            "optimizer": loop.optimizer.state_dict(),
-            "scheduler": loop.scheduler.state_dict(),
-            "rng": loop.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "history": loop.history,
-            "epoch": loop.epoch,
-            "best_epoch": loop.best_epoch,
-            "best_f1": loop.best_f1,
-            "bad_epochs": loop.bad_epochs,
-            "seconds": loop.seconds,
-            "tokens": loop.tokens,
+            "loop": loop.state_dict(),
         }
         path = state_path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,15 +69,4 @@ class ResumeState:
         state_path(output).unlink(missing_ok=True)
 
     def restore(self, loop: Loop) -> None:
-        v = self.values
-        loop.model.load_state_dict(v["model"])
-        loop.optimizer.load_state_dict(v["optimizer"])
-        if loop.ema is not None:
-            loop.ema.load_state_dict(v["ema"])
-        loop.scheduler.load_state_dict(v["scheduler"])
-        loop.rng.bit_generator.state = v["rng"]
-        torch.set_rng_state(v["torch_rng"])
-        loop.best_state = v["best_state"]
-        loop.history = list(v["history"])
-        loop.epoch, loop.best_epoch, loop.best_f1 = v["epoch"], v["best_epoch"], v["best_f1"]
-        loop.bad_epochs, loop.seconds, loop.tokens = v["bad_epochs"], v["seconds"], v["tokens"]
+        loop.load_state_dict(self.values["loop"])

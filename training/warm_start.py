@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 
 from model.checkpoint import Checkpoint
 from model.network import SentimentClassifier
 from model.tokenizer import TextTokenizer
-
-if TYPE_CHECKING:
-    from training.train import Priors, TrainConfig
+from training.config import TrainConfig
+from training.priors import Priors
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Batch scoring: every format in and out, predictions beside the input columns, resuming after a crash."""
+"""Batch scoring: every format in and out, predictions beside the input columns, blank rows flagged,
+outputs never overwritten by accident, resuming after a crash."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pandas as pd
 import pytest
 
 from model import Predictor
+from model.tabular import DataError, read_table
 from service.score import main, score_file
-from training.data import DataError, read_table
 
 TEXTS = [
     "i love this , it is wonderful",
@@ -21,7 +22,10 @@ TEXTS = [
     "i hate it",
     "the report was published on monday",
 ]
-PRED = ["pred_label", "pred_score", "pred_prob_negative", "pred_prob_neutral", "pred_prob_positive"]
+PRED = [
+    "pred_label", "pred_score", "pred_prob_negative", "pred_prob_neutral", "pred_prob_positive", "pred_error",
+]  # fmt: skip
+BLANK = 4  # the row of TEXTS without a text
 
 
 class CountingPredictor(Predictor):
@@ -69,10 +73,18 @@ def test_predictions_land_beside_the_input_columns(
     out = read_table(result.output)
     assert list(out.columns) == ["id", "text", "label", *PRED]
     assert out["id"].tolist() == [f"r{i}" for i in range(len(TEXTS))]
-    expected = predictor.predict(TEXTS)
-    assert out["pred_label"].tolist() == [p.label for p in expected]
-    assert out["pred_score"].astype(float).tolist() == pytest.approx([p.score for p in expected], abs=1e-6)
-    assert out[PRED[2:]].astype(float).sum(axis=1).tolist() == pytest.approx([1.0] * len(TEXTS), abs=1e-5)
+    scored = [i for i in range(len(TEXTS)) if i != BLANK]
+    expected = predictor.predict([TEXTS[i] for i in scored])
+    rows = out.iloc[scored]
+    assert rows["pred_label"].tolist() == [p.label for p in expected]
+    assert rows["pred_score"].astype(float).tolist() == pytest.approx([p.score for p in expected], abs=1e-6)
+    assert rows[PRED[2:-1]].astype(float).sum(axis=1).tolist() == pytest.approx([1.0] * len(scored), abs=1e-5)
+    assert rows["pred_error"].fillna("").tolist() == [""] * len(scored)
+    # The blank row: no made-up answer, and the reason.
+    blank = out.iloc[BLANK]
+    assert blank["pred_error"] == "empty text"
+    assert pd.isna(blank["pred_label"]) or blank["pred_label"] == ""
+    assert all(pd.isna(blank[c]) or blank[c] == "" for c in PRED[1:-1])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"in{src}", f"out{dst}"])  # no leftovers
 
 
@@ -83,11 +95,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(counting: CountingPredictor
         score_file(counting, source, output, chunk_size=2, progress=False)
     assert not output.exists()
     marker = json.loads((tmp_path / "out.csv.partial" / "progress.json").read_text())
-    assert marker["chunks_done"] == 2 and marker["rows"] == len(TEXTS)
+    assert marker["chunks_done"] == 2
 
     counting.interrupt_at, counting.texts_seen = None, 0
     result = score_file(counting, source, output, chunk_size=2, progress=False)
-    assert result.resumed_from == 4 and counting.texts_seen == len(TEXTS) - 4  # only the rest was scored
+    assert result.resumed_from == 4
+    assert counting.texts_seen == len(TEXTS) - 4 - 1  # only the rest was scored, less the blank row
     fresh = score_file(counting, source, tmp_path / "fresh.csv", chunk_size=2, progress=False)
     pd.testing.assert_frame_equal(read_table(output), read_table(fresh.output))
     assert not (tmp_path / "out.csv.partial").exists()
@@ -101,7 +114,7 @@ def test_a_changed_input_starts_over(counting: CountingPredictor, tmp_path: Path
     source.write_text(source.read_text().replace("great movie", "awful movie"))
     counting.interrupt_at, counting.texts_seen = None, 0
     result = score_file(counting, source, output, chunk_size=2, progress=False)
-    assert result.resumed_from == 0 and counting.texts_seen == len(TEXTS)
+    assert result.resumed_from == 0 and counting.texts_seen == len(TEXTS) - 1
     assert "awful movie" in read_table(output)["text"].tolist()
 
 
@@ -145,5 +158,68 @@ def test_command_line(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.Capt
     assert main([*argv, "--batch-size", "2", "--chunk-size", "3", "--no-progress"]) == 0
     assert f"scored {len(TEXTS)} rows" in capsys.readouterr().err
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == len(TEXTS)
-    assert main([*argv, "--text-column", "body"]) == 2
+    assert main([*argv, "--text-column", "body", "--force"]) == 2
     assert "no column 'body'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.parquet"]  # nothing left behind
+
+
+def test_blank_and_missing_texts_are_flagged_not_scored(counting: CountingPredictor, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    rows = [{"text": "great"}, {"text": "   "}, {"text": None}, {"id": 4}, {"text": "awful"}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = score_file(counting, source, tmp_path / "out.jsonl", chunk_size=2, progress=False)
+    assert (result.rows, result.skipped, counting.texts_seen) == (5, 3, 2)
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["pred_error"] for r in out] == ["", "empty text", "missing text", "missing text", ""]
+    for r in out[1:4]:
+        assert r["pred_label"] is None and r["pred_score"] is None and r["pred_prob_positive"] is None
+    assert out[0]["pred_label"] in ("negative", "neutral", "positive") and out[0]["pred_score"] > 0
+
+
+def test_an_existing_output_needs_force_and_the_input_is_never_overwritten(
+    predictor: Predictor, tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, output = write_input(tmp_path / "in.csv"), tmp_path / "out.csv"
+    output.write_text("precious\n")
+    with pytest.raises(DataError, match="already exists; pass --force"):
+        score_file(predictor, source, output, progress=False)
+    assert output.read_text() == "precious\n"
+    score_file(predictor, source, output, progress=False, force=True)
+    assert len(read_table(output)) == len(TEXTS)
+
+    before = source.read_bytes()
+    for target in (source, tmp_path / "." / "in.csv"):
+        with pytest.raises(DataError, match="is the input file"):
+            score_file(predictor, source, target, progress=False, force=True)
+    argv = [str(source), str(source), "--force", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
+    assert main(argv) == 2 and "is the input file" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_the_input_is_read_in_chunks(
+    predictor: Predictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    import service.score as score
+
+    source = write_input(tmp_path / f"in{suffix}")
+    sizes: list[int] = []
+    chunks = score.iter_table
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for chunk in chunks(*args, **kwargs):
+            sizes.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(score, "iter_table", recording)
+    result = score_file(predictor, source, tmp_path / f"out{suffix}", chunk_size=3, progress=False)
+    assert sizes == [3, 3, 1] and result.rows == len(TEXTS)
+    assert read_table(tmp_path / f"out{suffix}")["id"].tolist() == [f"r{i}" for i in range(len(TEXTS))]
+
+
+def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: text)", "(default: 256)", "(default: 10000)", "(default: pred_)"):
+        assert default in text

@@ -6,10 +6,12 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -18,8 +20,9 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import tiny_checkpoint_object
-from training import cli, evaluate
+from training import calibration, cli, evaluate
 from training.cli import build_parser, main
+from training.loop import Loop
 from training.resume import ResumeState, state_path
 
 WORDS = {
@@ -99,6 +102,7 @@ def test_train_save_load_evaluate_serve(corpus: Path, trained: tuple[Path, Run])
     data = checkpoint.provenance["data"]
     assert data["path"] == str(corpus) and data["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
     assert checkpoint.provenance["seed"] == 13 and checkpoint.provenance["code_version"]
+    assert checkpoint.provenance["package_version"] == cli.package_version() != "unknown"
 
     report = run([str(output), str(corpus), "--device", "cpu"], entry=evaluate.main)
     assert report.code == 0, report.err
@@ -254,18 +258,60 @@ def test_without_output_a_run_on_your_data_never_writes_the_shipped_model(
     assert cli.output_path(build_parser().parse_args(["--data", str(corpus)])) == shipped.parent / "tweets"
     tiny = build_parser().parse_args(["--data", str(corpus), "--tiny"])
     assert cli.output_path(tiny) == shipped.parent / "tweets-tiny"
-    assert cli.output_path(build_parser().parse_args(["--tiny"])) == shipped.parent / "default-tiny"
+    assert cli.output_path(build_parser().parse_args(["--tiny"])) == shipped.parent / "tiny"
 
 
-def test_a_small_or_lopsided_file_trains_with_warnings_and_no_temperature(tmp_path: Path) -> None:
-    data = write_corpus(tmp_path / "small.csv", rows=60)  # 6 validation rows: too few to calibrate
+def test_a_second_run_on_the_same_data_refuses_to_replace_the_first(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shipped = save_checkpoint(tiny_checkpoint_object(), tmp_path / "checkpoints" / "default")
+    before = snapshot(shipped)
+    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", shipped)
+    first = run(["--data", str(corpus), *FAST])
+    assert first.code == 0, first.err
+    assert first.out.rstrip().endswith(f"saved {shipped.parent / 'tweets-tiny'}")
+    again = run(["--data", str(corpus), *FAST])
+    assert again.code == 2
+    assert again.err == (
+        f"error: {shipped.parent / 'tweets-tiny'} already holds a checkpoint; "
+        "pass --force to replace it, or another --output\n"
+    )
+    assert snapshot(shipped) == {**before, **{k: v for k, v in snapshot(shipped).items() if "tiny" in k}}
+    assert (shipped / "config.json").read_bytes() == before["default/config.json"]
+
+
+def test_the_data_is_summarised_before_the_first_epoch(corpus: Path, tmp_path: Path) -> None:
+    result = run(["--data", str(corpus), "--output", str(tmp_path / "out"), *FAST])
+    assert result.code == 0, result.err
+    summary = " ".join(result.out[: result.out.index("epoch 1:")].split())
+    assert "data: 120 rows, 3 labels (negative 40, neutral 40, positive 40)" in summary
+    assert "train 96 rows (negative 32, neutral 32, positive 32)" in summary
+    assert "validation 12 rows (negative 4, neutral 4, positive 4)" in summary
+    assert "test 12 rows (negative 4, neutral 4, positive 4)" in summary
+    assert "warning: the validation split has 12 rows, under 200" in summary
+
+
+def test_a_small_validation_split_trains_with_warnings_and_no_temperature(tmp_path: Path) -> None:
+    data = write_corpus(tmp_path / "small.csv", rows=300)  # 30 validation rows: too few to calibrate
     output = tmp_path / "small"
     result = run(["--data", str(data), "--output", str(output), *FAST])
     assert result.code == 0, result.err
-    assert "too few to fit a calibration temperature" in result.out
+    says = "the validation split has 30 rows, under 200: too few to choose the best epoch reliably or to fit"
+    assert f"warning: {says}" in result.out
     checkpoint = load_checkpoint(output)
     assert checkpoint.temperature == 1.0
-    assert any("calibration" in w for w in checkpoint.metrics["warnings"])
+    assert any(w.startswith(says) for w in checkpoint.metrics["warnings"])
+    assert json.loads((output / "metrics.json").read_text())["warnings"] == checkpoint.metrics["warnings"]
+
+
+def test_a_temperature_at_its_bound_is_not_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibration, "fit_temperature", lambda logits, labels: 0.05)
+    rows = calibration.MIN_VALIDATION_ROWS
+    logits, labels = np.zeros((rows, 2)), np.zeros(rows, dtype=np.int64)
+    temperature, warnings = calibration.calibrate(logits, labels)
+    assert temperature == 1.0
+    assert len(warnings) == 1 and "temperature 0.05 is at its bound" in warnings[0]
+    assert calibration.calibrate(logits, labels, enabled=False) == (1.0, [])
 
 
 def test_a_class_missing_from_the_held_out_splits_is_warned_about(tmp_path: Path) -> None:
@@ -276,7 +322,32 @@ def test_a_class_missing_from_the_held_out_splits_is_warned_about(tmp_path: Path
     )
     data = tmp_path / "lopsided.csv"
     data.write_text("\n".join([*rows, "awful day,negative", "awful night,negative"]) + "\n")
-    result = run(["--data", str(data), "--output", str(tmp_path / "out"), *FAST])
+    output = tmp_path / "out"
+    result = run(["--data", str(data), "--output", str(output), *FAST])
     assert result.code == 0, result.err
-    assert "the validation split has no 'negative' example" in result.out
-    assert "the test split has no 'negative' example" in result.out
+    assert "warning: the validation split has no 'negative' example" in result.out
+    assert "warning: the test split has no 'negative' example" in result.out
+    assert sum("no 'negative' example" in w for w in load_checkpoint(output).metrics["warnings"]) == 2
+
+
+@pytest.mark.parametrize("after_epochs", [0, 1])
+def test_ctrl_c_prints_one_line_naming_resume_and_exits_130(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after_epochs: int
+) -> None:
+    output = tmp_path / "model"
+    run_epochs = Loop.run
+
+    def interrupt(loop: Loop, on_epoch) -> None:  # type: ignore[no-untyped-def]
+        if after_epochs:
+            loop.config = replace(loop.config, epochs=after_epochs)
+            run_epochs(loop, on_epoch)
+            loop.config = replace(loop.config, epochs=2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Loop, "run", interrupt)
+    result = run(["--data", str(corpus), "--output", str(output), *FAST])
+    assert result.code == 130
+    lines = [line for line in result.err.splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in result.err
+    assert "--resume" in lines[0]
+    assert ("is saved" in lines[0]) == bool(after_epochs) == state_path(output).is_file()

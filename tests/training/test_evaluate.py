@@ -69,3 +69,19 @@ def test_main_with_bad_data(
 ) -> None:
     assert main([str(tiny_checkpoint), str(data_file), "--device", "cpu"]) == 2  # default columns absent
     assert capsys.readouterr().err.startswith(f"error: {data_file}: no column 'text'")
+
+
+def test_a_file_without_one_of_the_models_labels_averages_over_the_others(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "binary.csv"
+    rows = [(t, g) for t, g in zip(CORPUS, GOLD, strict=True) if g != "neutral"]
+    path.write_text("text,label\n" + "".join(f'"{t}",{g}\n' for t, g in rows))
+    out = tmp_path / "report.json"
+    assert main([str(tiny_checkpoint), str(path), "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["absent_labels"] == ["neutral"] and report["examples"] == 4
+    f1 = [report["per_class"][label]["f1"] for label in ("negative", "positive")]
+    assert report["macro_f1"] == pytest.approx(sum(f1) / 2)
+    printed = capsys.readouterr().out
+    assert "note: no example of 'neutral'; macro averages are over the other labels" in printed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,21 +12,24 @@ import torch
 
 from model.tokenizer import TextTokenizer
 from tests.conftest import CORPUS
-from training.batches import encode_split
-from training.loop import Loop, predict_logits, softmax
+from training.batches import EncodedSplit, encode_split
+from training.config import TINY, TrainConfig
+from training.loop import Loop, SingleProcess, predict_logits, softmax
 from training.metrics import classification_report
+from training.priors import Priors
 from training.resume import ResumeState
-from training.train import TINY, Priors, TrainConfig, build_model, build_tokenizer
+from training.train import build_model, build_tokenizer
 
 CONFIG = replace(TrainConfig(), **{**TINY, "glove": False, "epochs": 1, "batch_size": 2})
 
 
-def make_loop(config: TrainConfig) -> Loop:
+def make_loop(config: TrainConfig, strategy: SingleProcess | None = None) -> Loop:
     torch.manual_seed(0)
     tokenizer = TextTokenizer.train(CORPUS, max_length=16, min_frequency=1)
     split = encode_split(tokenizer, CORPUS, np.array([2, 2, 0, 0, 1, 1]))
     model = build_model(config, tokenizer, 3, None)
-    return Loop(model, config, {"train": split, "val": split}, torch.device("cpu"), progress=False)
+    data = {"train": split, "val": split}
+    return Loop(model, config, data, torch.device("cpu"), progress=False, strategy=strategy)
 
 
 def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -138,3 +142,51 @@ def test_the_vocabulary_puts_lexicon_words_before_rare_training_words() -> None:
     vocabulary = build_tokenizer(texts, config, priors).vocabulary()[2:]
     # frequent words, then the lexicon, then GloVe's most frequent, then rare words GloVe knows
     assert vocabulary == ["good", "movie", "superb", "awful", "the"]
+
+
+class HalfBatches(SingleProcess):
+    """A strategy that trains on the first row of each batch and records what the loop asked of it."""
+
+    def __init__(self) -> None:
+        self.wrapped: list[torch.nn.Module] = []
+        self.epochs: list[int] = []
+        self.reports: list[dict] = []
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.wrapped.append(model)
+        return model
+
+    def batches(self, split: EncodedSplit, batch_size: int, epoch: int, rng: np.random.Generator) -> list:
+        self.epochs.append(epoch)
+        return [rows[:1] for rows in super().batches(split, batch_size, epoch, rng)]
+
+    def agree(self, report: dict) -> dict:
+        self.reports.append(report)
+        return {**report, "macro_f1": 1.0 - len(self.reports) / 10}  # every epoch worse than the first
+
+
+def test_the_loop_takes_its_strategy_as_a_parameter() -> None:
+    strategy = HalfBatches()
+    loop = make_loop(replace(CONFIG, epochs=3, patience=1), strategy)
+    loop.run(lambda _: None)
+    assert strategy.wrapped == [loop.model] and loop.train_model is loop.model
+    assert strategy.epochs == [1, 2] and len(strategy.reports) == 2  # the strategy's verdict stopped it
+    assert (loop.epoch, loop.best_epoch) == (2, 1)
+    assert 0 < loop.tokens < 2 * int(loop.data["train"].lengths.sum())  # one row of each batch, 2 epochs
+
+
+def test_state_dict_round_trip_continues_the_run_exactly() -> None:
+    config = replace(CONFIG, epochs=2)
+    straight = make_loop(config)
+    straight.run(lambda _: None)
+
+    first = make_loop(config)
+    saved: list[dict] = []
+    first.run(lambda loop: saved.append(copy.deepcopy(loop.state_dict())) if loop.epoch == 1 else None)
+    again = make_loop(config)
+    again.load_state_dict(saved[0])
+    assert again.epoch == 1 and len(again.history) == 1
+    again.run(lambda _: None)
+    assert [h["epoch"] for h in again.history] == [1, 2]
+    for name, tensor in params(straight.model).items():
+        assert torch.allclose(params(again.model)[name], tensor, atol=1e-6), name

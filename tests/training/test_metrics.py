@@ -93,3 +93,16 @@ def test_format_report_shows_every_number() -> None:
         f"{'neu':<12}{0:>10}{2:>10}{0:>10}",
         f"{'pos':<12}{1:>10}{0:>10}{1:>10}",
     ]
+
+
+def test_macro_averages_leave_out_labels_without_an_example() -> None:
+    # true 0 0 2 2, predicted 0 1 2 2: no "neu" example, one text predicted "neu".
+    #   F1 neg 2/3, pos 1 (neu has no recall: left out, not counted as 0)
+    report = classification_report([0, 0, 2, 2], one_hot([0, 1, 2, 2]), LABELS)
+    assert report["absent_labels"] == ["neu"]
+    assert report["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert report["macro_recall"] == pytest.approx((1 / 2 + 1.0) / 2)
+    assert report["macro_precision"] == pytest.approx((1.0 + 1.0) / 2)
+    assert report["per_class"]["neu"]["support"] == 0
+    assert "note: no example of 'neu'; macro averages are over the other labels" in format_report(report)
+    assert "note:" not in format_report(classification_report(TRUE, one_hot(PRED), LABELS))

@@ -7,7 +7,9 @@ from dataclasses import replace
 import torch
 
 from tests.conftest import CORPUS, LABELS, tiny_checkpoint_object
-from training.train import TrainConfig, corpus_words, load_priors
+from training.config import TrainConfig
+from training.priors import load_priors
+from training.train import corpus_words
 from training.warm_start import extend_tokenizer, warm_model
 
 CONFIG = replace(TrainConfig(), glove=False, lexicon=False, dropout=0.0, embedding_dropout=0.0)
