@@ -36,7 +36,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, file_sha256
-from model.predictor import Predictor
+from model.predictor import Predictor, aggregate
+from model.sentences import plan
 from model.tabular import DataError, TableWriter, iter_table, parquet_rows, table_kind
 
 PROGRESS = "progress.json"
@@ -63,6 +64,7 @@ def score_file(
     restart: bool = False,
     progress: bool = True,
     force: bool = False,
+    sentences: bool = False,
 ) -> ScoreResult:
     """Score every row of ``source`` and write ``output``, resuming an interrupted run when it can."""
     source, output = Path(source), Path(output)
@@ -74,6 +76,7 @@ def score_file(
         "chunk_size": chunk_size,
         "prefix": prefix,
         "model_version": predictor.checkpoint.version,
+        "sentences": sentences,
     }
     done = 0 if restart else _chunks_done(partial, marker)
     if done == 0:
@@ -86,7 +89,8 @@ def score_file(
                 if k == 0:
                     columns = output_columns(predictor.labels, prefix, chunk.columns, text_column, source)
                 if k >= done:
-                    scored, flagged = _score_chunk(predictor, chunk, text_column, columns, rows, source, bar)
+                    score = _score_sentences if sentences else _score_chunk
+                    scored, flagged = score(predictor, chunk, text_column, columns, rows, source, bar)
                     _save_chunk(partial, k, scored, marker)
                     skipped += flagged
                 rows += len(chunk)
@@ -174,6 +178,52 @@ def _score_chunk(
     return scored, len(chunk) - len(keep)
 
 
+def _score_sentences(
+    predictor: Predictor,
+    chunk: pd.DataFrame,
+    text_column: str,
+    columns: list[str],
+    first_row: int,
+    source: Path,
+    bar: tqdm,
+) -> tuple[pd.DataFrame, int]:
+    """One row per sentence of each text: its document (the input row, from 1), the sentence's number
+    in it and character span, the sentence, and its prediction (a long sentence's windows averaged, as
+    the service reads it). A row without a text gives one row with only ``pred_error``."""
+    max_words = max(1, predictor.checkpoint.config.max_length * 3 // 4)
+    rows: list[dict[str, Any]] = []
+    flagged = 0
+    for i, value in enumerate(chunk[text_column].tolist(), start=1):
+        document = first_row + i
+        text, error = _text_or_error(value, source, document)
+        if text is None:
+            rows.append({"document": document, columns[-1]: error})
+            flagged += 1
+            continue
+        planned = plan(text, max_words)
+        probabilities, _ = predictor.predict_proba([text[a:b] for spans in planned for a, b in spans])
+        k = 0
+        for n, spans in enumerate(planned, start=1):
+            part = probabilities[k : k + len(spans)]
+            k += len(spans)
+            mean = aggregate(part, [b - a for a, b in spans])
+            start, end = spans[0][0], spans[-1][1]
+            best = int(mean.argmax())
+            row = {"document": document, "sentence": n, "start": start, "end": end, "text": text[start:end]}
+            row |= {columns[0]: predictor.labels[best], columns[1]: float(mean[best])}
+            row |= {name: float(mean[j]) for j, name in enumerate(columns[2:-1])}
+            rows.append(row | {columns[-1]: ""})
+        bar.update(1)
+    bar.update(flagged)
+    order = ["document", "sentence", "start", "end", "text", *columns]
+    scored = pd.DataFrame(rows, columns=order)
+    for name in ("sentence", "start", "end"):
+        scored[name] = scored[name].astype("Int64")
+    for name in ("text", columns[0], columns[-1]):
+        scored[name] = scored[name].astype("string")
+    return scored, flagged
+
+
 def _save_chunk(partial: Path, k: int, scored: pd.DataFrame, marker: dict[str, Any]) -> None:
     """Chunk ``k``, then the marker that says it is there: a crash between the two redoes one chunk."""
     _atomic(partial / _part(k), lambda path: scored.to_parquet(path, index=False))
@@ -257,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows read, scored and saved at a time: bounds memory, and the most an interruption loses",
     )
     parser.add_argument("--prefix", default="pred_", help="prefix of the added columns")
+    parser.add_argument(
+        "--sentences",
+        action="store_true",
+        help="one output row per sentence: document (input row), sentence, start, end, text, prediction",
+    )
     parser.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL input")
     parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists (never the input)")
     parser.add_argument("--restart", action="store_true", help="ignore an interrupted run's saved chunks")
@@ -274,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.batch_size)
         result = score_file(
             predictor, args.input, args.output, args.text_column, args.chunk_size, args.prefix,
-            args.encoding, args.restart, not args.no_progress, args.force,
+            args.encoding, args.restart, not args.no_progress, args.force, args.sentences,
         )  # fmt: skip
     except (CheckpointError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

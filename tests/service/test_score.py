@@ -223,3 +223,23 @@ def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(capsys.readouterr().out.split())
     for default in ("(default: text)", "(default: 256)", "(default: 10000)", "(default: pred_)"):
         assert default in text
+
+
+def test_sentences_give_one_row_per_sentence_with_its_document_and_exact_span(
+    counting: CountingPredictor, tmp_path: Path
+) -> None:
+    texts = ["Great screen 😍. Awful battery!\r\nWould not buy again.", "", "fine"]
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"id": [7, 8, 9], "text": texts}).to_csv(source, index=False)
+    result = score_file(counting, source, tmp_path / "out.csv", progress=False, sentences=True)
+    out = read_table(result.output)
+    assert result.skipped == 1
+    out["document"] = out["document"].astype(int)  # read_table reads every column as text
+    assert out["document"].tolist() == [1, 1, 1, 2, 3]
+    first = out[out["document"] == 1]
+    assert [int(n) for n in first["sentence"]] == [1, 2, 3]
+    for start, end, sentence in zip(first["start"], first["end"], first["text"], strict=True):
+        assert texts[0][int(float(start)) : int(float(end))] == sentence
+    assert first["text"].tolist() == ["Great screen 😍.", "Awful battery!", "Would not buy again."]
+    assert out.loc[out["document"] == 2, "pred_error"].tolist() == ["empty text"]
+    assert set(first["pred_label"]) <= set(counting.labels)
