@@ -26,8 +26,10 @@ def _default(field: FieldInfo) -> str:
         return ""
     if isinstance(value, bool):
         value = str(value).lower()
-    elif isinstance(value, Path):
-        value = value.as_posix()
+    elif isinstance(value, Path):  # the shipped checkpoint is found from the package: name it as in the repo
+        value = (
+            value.relative_to(DOC.parents[1]) if value.is_relative_to(DOC.parents[1]) else value
+        ).as_posix()
     return f"`{value}`"
 
 
