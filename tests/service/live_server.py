@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 START_TIMEOUT_S = 30.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -29,6 +30,8 @@ def service_env(checkpoint: Path, port: int = 8000, **settings: str) -> dict[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
     env |= {"SENTIMENT_CHECKPOINT": str(checkpoint), "SENTIMENT_PORT": str(port), "SENTIMENT_DEVICE": "cpu"}
     env |= {"SENTIMENT_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # The server runs from a temporary directory: import this checkout's code, not an installed copy.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env |= {f"SENTIMENT_{k.upper()}": v for k, v in settings.items()}
     return env
 
