@@ -26,13 +26,21 @@ class ModelConfig:
     # One more input per token beside its embedding: the word's prior valence from a sentiment
     # lexicon (VADER's, scaled to [-1, 1]; 0 for words it lacks), stored in the weights file.
     lexicon: bool = False
+    # A linear model of the text's words and hashed word pairs beside the LSTM, its logits added to the
+    # head's ("wide and deep"); this many hash buckets for the pairs, 0: none.
+    ngram_buckets: int = 0
+    # In training, the share of texts whose n-gram logits are dropped, so that the LSTM learns to
+    # answer alone too and does not leave to the n-grams what it should learn itself.
+    ngram_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2 or self.num_labels < 2:
             raise ValueError("vocab_size and num_labels must both be at least 2")
         if self.pooling not in ("max", "mean", "max_mean", "last"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
-        for name in ("dropout", "embedding_dropout"):
+        if self.ngram_buckets < 0:
+            raise ValueError("ngram_buckets must be at least 0 (0: no n-gram features)")
+        for name in ("dropout", "embedding_dropout", "ngram_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
 

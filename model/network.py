@@ -29,6 +29,18 @@ class SentimentClassifier(nn.Module):
         rows = config.vocab_size if config.lexicon else 0
         self.register_buffer("lexicon", torch.zeros(rows, 1), persistent=config.lexicon)
         self.lexicon: torch.Tensor  # for type checkers: (V, 1), or (0, 1) without a lexicon
+        # One weight per label for each word (rows 0..V-1) and each hash bucket of word
+        # pairs (rows V..V+B-1): what a bag-of-n-grams linear model learns quickly and exactly, so the
+        # LSTM can spend itself on what such a model cannot (negation, contrast, word order). Starts at
+        # zero, so an untrained path adds nothing.
+        self.vocab_size, self.ngram_buckets = config.vocab_size, config.ngram_buckets
+        self.ngram_dropout = config.ngram_dropout
+        if config.ngram_buckets:
+            rows = config.vocab_size + config.ngram_buckets
+            self.register_parameter("ngrams", nn.Parameter(torch.zeros(rows, config.num_labels)))
+        else:  # older checkpoints have no such weights and load unchanged
+            self.register_buffer("ngrams", torch.zeros(0, config.num_labels), persistent=False)
+        self.ngrams: torch.Tensor  # (V + B, N), or (0, N) without n-grams
         self.lstm = nn.LSTM(
             config.input_size,
             config.hidden_size,
@@ -54,7 +66,25 @@ class SentimentClassifier(nn.Module):
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)
         pooled = self._pool(out, lengths.to(x.device), h_n)
-        return self.head(self.head_dropout(pooled))  # (B, N)
+        logits = self.head(self.head_dropout(pooled))  # (B, N)
+        if self.ngram_buckets:
+            ngrams = self._ngram_logits(ids, lengths.to(ids.device))
+            if self.training and self.ngram_dropout > 0:
+                keep = torch.rand(ngrams.shape[0], 1, device=ngrams.device) >= self.ngram_dropout
+                ngrams = ngrams * keep.to(ngrams.dtype) / (1 - self.ngram_dropout)
+            logits = logits + ngrams
+        return logits
+
+    def _ngram_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, N): the mean weight of each text's words and adjacent word pairs (fastText's bag of
+        n-grams, Joulin et al. 2017), the pairs hashed into ``ngram_buckets`` rows."""
+        steps = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # (1, T)
+        pairs = self.vocab_size + (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.ngram_buckets  # (B, T-1)
+        rows = torch.cat([ids, pairs], dim=1)  # (B, 2T-1)
+        # Word t is in the text when t < length, the pair (t, t+1) when t + 1 < length.
+        inside = torch.cat([steps, steps[:, 1:]], dim=1) < lengths.unsqueeze(1)
+        summed = (self.ngrams[rows] * inside.unsqueeze(-1).to(self.ngrams.dtype)).sum(dim=1)  # (B, N)
+        return summed / (2 * lengths - 1).clamp_min(1).unsqueeze(1).to(summed.dtype)
 
     def _pool(self, out: PackedSequence, lengths: torch.Tensor, h_n: torch.Tensor) -> torch.Tensor:
         """Pool each text's states straight from the packed output, never padding it.

@@ -40,13 +40,22 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def param_groups(model: SentimentClassifier, config: TrainConfig) -> list[dict[str, Any]]:
     """Pretrained embeddings learn more slowly than the rest, so fine-tuning keeps GloVe's geometry
-    (and with it, what the model knows about words it never saw labelled). No decay on biases."""
+    (and with it, what the model knows about words it never saw labelled). The n-gram weights learn
+    faster: each row is touched only by the batches holding its word or pair, and is averaged with
+    a text's other n-grams. No decay on biases."""
     embedding = [p for p in model.embedding.parameters() if p.requires_grad]
-    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("embedding.")]
+    ngrams = [p for n, p in model.named_parameters() if n == "ngrams"]
+    rest = [
+        (n, p)
+        for n, p in model.named_parameters()
+        if p.requires_grad and not n.startswith("embedding.") and n != "ngrams"
+    ]
     groups = [
         {"params": [p for n, p in rest if p.ndim > 1], "lr": config.lr},
         {"params": [p for n, p in rest if p.ndim <= 1], "lr": config.lr, "weight_decay": 0.0},
     ]
+    if ngrams:
+        groups.append({"params": ngrams, "lr": config.lr * config.ngram_lr_scale})
     if embedding:
         groups.append({"params": embedding, "lr": config.lr * config.embedding_lr_scale, "weight_decay": 0.0})
     return groups

@@ -70,6 +70,8 @@ def build_model(
             pooling=config.pooling,  # type: ignore[arg-type]
             max_length=config.max_length,
             lexicon=config.lexicon,
+            ngram_buckets=config.ngram_buckets,
+            ngram_dropout=config.ngram_dropout,
         )
     )
     vocabulary, priors = tokenizer.vocabulary(), priors or Priors()

@@ -1,9 +1,10 @@
 """Fine-tuning from a trained checkpoint (``--init-from``) instead of training from scratch.
 
 The new model keeps the base's architecture, vocabulary (with the new data's words appended),
-embeddings, lexicon and LSTM; each output of the head whose label the base also has starts from the
-base's row for it, and the others start fresh. Useful to adapt a model to a new domain with the same
-labels; on binary movie sentences it did worse than training from scratch (docs/quality.md).
+embeddings, lexicon and LSTM; each output of the head (and column of the n-gram weights) whose
+label the base also has starts from the base's, and the others start fresh. Useful to adapt a model
+to a new domain with the same labels; on binary movie sentences it did worse than training from
+scratch (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -77,4 +78,8 @@ def _copy_head(base: Checkpoint, new: SentimentClassifier, labels: list[str]) ->
         old_row, new_row = base.labels.index(label), labels.index(label)
         new.head.weight[new_row] = base.model.head.weight[old_row]
         new.head.bias[new_row] = base.model.head.bias[old_row]
+        if base.config.ngram_buckets:  # word rows keep their ids; pair rows follow the vocabulary
+            words, pairs = base.config.vocab_size, new.config.vocab_size
+            new.ngrams[:words, new_row] = base.model.ngrams[:words, old_row]
+            new.ngrams[pairs:, new_row] = base.model.ngrams[words:, old_row]
     log.info("head rows from the base model: %s", ", ".join(shared) or "none (labels differ)")

@@ -249,6 +249,17 @@ def test_a_lexicon_model_round_trips_with_its_valences(tmp_path: Path) -> None:
     assert torch.equal(logits(loaded), logits(original))
 
 
+def test_an_ngram_model_round_trips_with_its_weights(tmp_path: Path) -> None:
+    original = tiny_checkpoint_object(seed=4)
+    config = dataclasses.replace(original.config, ngram_buckets=64)
+    original.model = SentimentClassifier(config).eval()
+    torch.nn.init.uniform_(original.model.ngrams, -1, 1)
+    loaded = load_checkpoint(save_checkpoint(original, tmp_path / "ckpt"))
+    assert loaded.config.ngram_buckets == 64
+    assert torch.equal(loaded.model.ngrams, original.model.ngrams)
+    assert torch.equal(logits(loaded), logits(original))
+
+
 def test_nan_weights_with_a_matching_manifest_are_refused(damaged: Path) -> None:
     state = load_file(str(damaged / WEIGHTS))
     state["head.bias"] = torch.full_like(state["head.bias"], float("nan"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
@@ -179,6 +180,7 @@ def test_config_round_trips_through_a_dict() -> None:
         ({"pooling": "sum"}, "unknown pooling"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"embedding_dropout": -0.1}, "embedding_dropout must be in"),
+        ({"ngram_buckets": -1}, "ngram_buckets must be at least 0"),
     ],
 )
 def test_config_rejects_bad_values(overrides: dict, message: str) -> None:
@@ -211,6 +213,63 @@ def test_the_lexicon_is_saved_with_the_weights_only_when_used() -> None:
 def test_torchscript_with_the_lexicon_gives_the_same_logits() -> None:
     model = classifier(lexicon=True)
     model.lexicon.uniform_(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(model)
+    batch = padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(*batch), model(*batch), rtol=0, atol=1e-6)
+
+
+def ngram_classifier() -> SentimentClassifier:
+    model = classifier(ngram_buckets=16)
+    with torch.no_grad():
+        model.ngrams.uniform_(-1, 1)  # every row, [PAD]'s too: padding must not count even then
+    return model
+
+
+def test_the_ngram_path_starts_at_zero_and_adds_nothing_untrained() -> None:
+    plain, wide = classifier(), classifier(ngram_buckets=16)
+    assert wide.ngrams.shape == (VOCAB + 16, LABELS) and not wide.ngrams.any()
+    batch = padded([SENTENCE, *OTHERS])
+    with torch.no_grad():
+        torch.testing.assert_close(wide(*batch), plain(*batch), rtol=0, atol=0)
+
+
+def test_the_ngram_path_is_the_mean_weight_of_the_words_and_hashed_word_pairs() -> None:
+    model = ngram_classifier()
+    with torch.no_grad():
+        lstm_only = classifier()(*padded([SENTENCE]))[0]
+        logits = model(*padded([SENTENCE]))[0]
+    pairs = [VOCAB + (a * 1_000_003 + b) % 16 for a, b in itertools.pairwise(SENTENCE)]
+    expected = model.ngrams[SENTENCE + pairs].mean(dim=0)
+    torch.testing.assert_close(logits - lstm_only, expected.detach(), rtol=0, atol=1e-6)
+
+
+def test_padding_and_batch_mates_do_not_change_the_ngram_logits() -> None:
+    model = ngram_classifier()
+    with torch.no_grad():
+        alone = model(*padded([SENTENCE]))[0]
+        extra_padding = model(*padded([SENTENCE], width=len(SENTENCE) + 6))[0]
+        in_batch = model(*padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]]))[2]
+        one_word = model(*padded([[5]]))[0]
+        one_word_in_batch = model(*padded([[5], SENTENCE]))[0]
+    torch.testing.assert_close(alone, extra_padding, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone, in_batch, rtol=0, atol=1e-6)
+    torch.testing.assert_close(one_word, one_word_in_batch, rtol=0, atol=1e-6)
+
+
+def test_the_ngram_weights_are_trained_and_saved_only_when_used() -> None:
+    model = classifier(ngram_buckets=16).train()
+    model(*padded([SENTENCE, *OTHERS])).sum().backward()
+    assert model.ngrams.grad is not None and model.ngrams.grad[SENTENCE].abs().sum() > 0
+    assert model.ngrams.grad[0].abs().sum() == 0  # padding gets no gradient
+    assert "ngrams" in model.state_dict()
+    assert "ngrams" not in classifier().state_dict()  # older checkpoints load unchanged
+
+
+def test_torchscript_with_ngrams_gives_the_same_logits() -> None:
+    model = ngram_classifier()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(model)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import torch
 
+from model.network import SentimentClassifier
 from tests.conftest import CORPUS, LABELS, tiny_checkpoint_object
 from training.config import TrainConfig
 from training.priors import load_priors
@@ -50,3 +51,19 @@ def test_labels_the_base_lacks_start_fresh_and_the_rest_is_still_copied() -> Non
     model = warm_model(base, base.tokenizer, ["0", "1"], CONFIG, load_priors(CONFIG))
     assert model.head.weight.shape == (2, base.model.head.weight.shape[1])
     torch.testing.assert_close(model.lstm.weight_ih_l0, base.model.lstm.weight_ih_l0)
+
+
+def with_ngrams(base):  # type: ignore[no-untyped-def]
+    """``base`` with n-gram weights of its own: the same network, plus random word and pair rows."""
+    config = replace(base.config, ngram_buckets=32)
+    model = SentimentClassifier(config).eval()
+    model.load_state_dict({**base.model.state_dict(), "ngrams": torch.randn(config.vocab_size + 32, 3)})
+    return replace(base, model=model)
+
+
+def test_ngram_weights_are_carried_over_for_the_base_words_and_pairs() -> None:
+    base = with_ngrams(tiny_checkpoint_object(seed=8))
+    tokenizer = extend_tokenizer(base, ["battery", "superb"], CONFIG)
+    model = warm_model(base, tokenizer, list(LABELS), CONFIG, load_priors(CONFIG))
+    assert model.config.ngram_buckets == 32
+    torch.testing.assert_close(logits(model, tokenizer, CORPUS), logits(base.model, base.tokenizer, CORPUS))
