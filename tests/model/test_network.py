@@ -210,17 +210,6 @@ def test_the_lexicon_is_saved_with_the_weights_only_when_used() -> None:
     assert "lexicon" not in classifier().state_dict()  # older checkpoints load unchanged
 
 
-def test_torchscript_with_the_lexicon_gives_the_same_logits() -> None:
-    model = classifier(lexicon=True)
-    model.lexicon.uniform_(-1, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        scripted = torch.jit.script(model)
-    batch = padded([OTHERS[0], OTHERS[1], SENTENCE, OTHERS[2]])
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(*batch), model(*batch), rtol=0, atol=1e-6)
-
-
 def ngram_classifier() -> SentimentClassifier:
     model = classifier(ngram_buckets=16)
     with torch.no_grad():
@@ -268,8 +257,15 @@ def test_the_ngram_weights_are_trained_and_saved_only_when_used() -> None:
     assert "ngrams" not in classifier().state_dict()  # older checkpoints load unchanged
 
 
-def test_torchscript_with_ngrams_gives_the_same_logits() -> None:
-    model = ngram_classifier()
+def lexicon_classifier() -> SentimentClassifier:
+    model = classifier(lexicon=True)
+    model.lexicon.uniform_(-1, 1)
+    return model
+
+
+@pytest.mark.parametrize("build", [lexicon_classifier, ngram_classifier], ids=["lexicon", "ngrams"])
+def test_torchscript_with_the_extra_inputs_gives_the_same_logits(build) -> None:  # type: ignore[no-untyped-def]
+    model = build()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(model)
