@@ -192,7 +192,7 @@ class Engine:
         self.unavailable_since: float | None = None  # ``time.monotonic()`` when the runner was lost
         self._failure: str | None = None  # why the runner could not be started again
         self._next: tuple[Runner, Path] | None = None  # a reload waiting for the old runner to finish
-        self._in_flight: deque[tuple[list[Slice], float]] = deque()  # with when each was sent
+        self._in_flight: dict[int, tuple[list[Slice], float]] = {}  # by id: each batch, when it was sent
         self._done_at = 0.0
         self._ahead = 1 if scheduler.whole else max(1, scheduler.max_batch_size // 2)
         self._timer: asyncio.TimerHandle | None = None
@@ -266,8 +266,7 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), 5)
         for runner in (self.runner, self._next[0] if self._next else None):
-            if runner is not None:
-                runner.on_lost = lambda: None
+            if runner is not None:  # its loss while closing is ignored: the engine is stopping
                 await runner.close()
         s = self.stats
         log.info("engine: %d texts in %d batches", s.texts, s.batches)
@@ -294,7 +293,7 @@ class Engine:
 
     def _send(self, batch: list[Slice], runner: Runner) -> None:
         texts = [job.texts[i] for job, a, b in batch for i in job.order[a:b]]
-        self._in_flight.append((batch, time.perf_counter()))
+        self._in_flight[id(batch)] = (batch, time.perf_counter())
         try:
             future = runner.run(texts, [b - a for _, a, b in batch])
         except Exception as exc:  # nothing was sent, so no answer will come for this batch
@@ -304,10 +303,9 @@ class Engine:
         future.add_done_callback(lambda f: self._answered(batch, runner, f))
 
     def _answered(self, batch: list[Slice], runner: Runner, future: asyncio.Future[list[Part]]) -> None:
-        entry = next((e for e in self._in_flight if e[0] is batch), None)
+        entry = self._in_flight.pop(id(batch), None)
         if entry is None:  # failed already: its runner was lost
             return
-        self._in_flight.remove(entry)
         now = time.perf_counter()
         seconds = now - max(entry[1], self._done_at)  # its own time, not its wait behind the one before
         self._done_at = now
@@ -339,8 +337,7 @@ class Engine:
         old, (runner, self.checkpoint) = self.runner, self._next
         self._next = None
         self._attach(runner)
-        if old is not None:
-            old.on_lost = lambda: None
+        if old is not None:  # its loss while closing is ignored: it is no longer ``self.runner``
             asyncio.get_running_loop().create_task(old.close())
 
     def _lost(self, runner: Runner) -> None:
@@ -350,7 +347,7 @@ class Engine:
         log.error("the model process exited; starting another")
         self.runner, self.unavailable_since = None, time.monotonic()
         asyncio.get_running_loop().create_task(runner.close())
-        lost = [job for batch, _ in self._in_flight for job, _, _ in batch]
+        lost = [job for batch, _ in self._in_flight.values() for job, _, _ in batch]
         self._in_flight.clear()
         self._fail(lost, EngineUnavailable("the model process exited while computing this request"))
         if self._next is not None:  # a reload was waiting for it: the new runner takes over now

@@ -10,6 +10,7 @@ and sets up a process to run it, for the server and the child alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -158,12 +159,13 @@ class ProcessRunner:
             ThreadRunner.start(settings, path),
             return_exceptions=True,
         )
-        if isinstance(spawned, BaseException) or isinstance(local, BaseException):
-            if not isinstance(spawned, BaseException):
-                spawned[0].kill()
+        if isinstance(spawned, BaseException):
             if not isinstance(local, BaseException):
                 await local.close()
-            raise spawned if isinstance(spawned, BaseException) else EngineUnavailable(f"{local}")
+            raise spawned
+        if isinstance(local, BaseException):
+            spawned[0].kill()
+            raise EngineUnavailable(f"{local}")
         process, conn, ready = spawned
         return cls(process, conn, ready["labels"], ready["version"], local)
 
@@ -291,10 +293,8 @@ def _receive(conn: Connection, predictor: Predictor, ready: queue.SimpleQueue[An
         except (EOFError, OSError):
             ready.put(None)
             return
-        encoded = None  # more than one forward pass's worth, or a failure compute reports per request
+        encoded = None  # more than one forward pass's worth: the forward pass tokenises it in parts
         if len(texts) <= predictor.batch_size:
-            try:
+            with contextlib.suppress(Exception):  # compute then meets the failure and reports it per request
                 encoded = predictor.checkpoint.tokenizer.encode(texts)
-            except Exception:
-                encoded = None
         ready.put((texts, sizes, encoded))
