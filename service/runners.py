@@ -212,7 +212,7 @@ def encode(parts: list[Part]) -> bytes:
     failed, JSON with each part's probabilities or error."""
     if any(isinstance(p, BaseException) for p in parts):
         each = [
-            {"error": str(p)} if isinstance(p, BaseException) else {"p": p[0].tolist(), "t": p[1]}
+            {"error": str(p)} if isinstance(p, BaseException) else {"p": p[0].tolist(), "truncated": p[1]}
             for p in parts
         ]
         return _FAILED + json.dumps(each).encode()
@@ -222,18 +222,17 @@ def encode(parts: list[Part]) -> bytes:
 
 
 def decode(reply: bytes, sizes: list[int], labels: int) -> list[Part]:
-    if reply[:1] == _FAILED:
-        each = json.loads(reply[1:])
-        return [
-            RuntimeError(e["error"]) if "error" in e else (np.asarray(e["p"], np.float32), e["t"])
-            for e in each
-        ]
-    n = sum(sizes)
-    probabilities = np.frombuffer(reply, np.float32, n * labels, offset=1).reshape(n, labels)
-    truncated = [flag == 1 for flag in reply[1 + 4 * n * labels :]]
-    if len(truncated) != n:
-        raise ValueError(f"{len(truncated)} truncation flags for {n} texts")
-    return [(probabilities[a:b], truncated[a:b]) for a, b in _bounds(sizes)]
+    if reply[:1] == _OK:
+        n = sum(sizes)
+        probabilities = np.frombuffer(reply, np.float32, n * labels, offset=1).reshape(n, labels)
+        truncated = [flag == 1 for flag in reply[1 + 4 * n * labels :]]
+        if len(truncated) != n:
+            raise ValueError(f"{len(truncated)} truncation flags for {n} texts")
+        return [(probabilities[a:b], truncated[a:b]) for a, b in _bounds(sizes)]
+    return [
+        RuntimeError(e["error"]) if "error" in e else (np.asarray(e["p"], np.float32), e["truncated"])
+        for e in json.loads(reply[1:])
+    ]
 
 
 def _spawn(settings: Settings, path: Path) -> tuple[BaseProcess, Connection, dict[str, Any]]:
