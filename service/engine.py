@@ -125,7 +125,7 @@ class Scheduler:
         if job.remaining and job in self.jobs:  # not in it after ``clear``
             self.jobs.remove(job)
             self.queued -= job.remaining
-        job.taken = len(job.texts)
+            job.taken = len(job.texts)
 
     def begun(self) -> bool:
         """Whether a request has texts both in a batch and still in the queue."""
