@@ -19,8 +19,8 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.checkpoint import Checkpoint, load_checkpoint
-from service.deps import ServedDep, ServedModel
 from service.engine import Runner
+from service.routes import ServedDep, ServedModel
 from service.schemas import ModelRef
 
 log = logging.getLogger("service.admin")

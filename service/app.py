@@ -17,15 +17,13 @@ from starlette.requests import ClientDisconnect
 
 from model.checkpoint import load_checkpoint
 from service import admin, compat, demo, explain_routes
-from service.auth import ApiKeyMiddleware, load_keys, needs_key
-from service.deps import ServedModel
+from service.admission import ApiKeyMiddleware, BodyLimitMiddleware, document_errors, load_keys
 from service.engine import Engine
 from service.errors import client_gone, http_error, validation_error
-from service.limits import BodyLimitMiddleware, document_errors
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
 from service.observability import RequestContextMiddleware
-from service.routes import PREDICT_ROUTE, router
+from service.routes import PREDICT_ROUTE, ServedModel, router
 from service.runners import configure_process, make_engine
 from service.settings import Settings, get_settings
 
@@ -101,7 +99,7 @@ def _harden(app: FastAPI, settings: Settings) -> None:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, access_log=settings.access_log)
-    document_errors(app, lambda path: needs_key(path, bool(keys)))
+    document_errors(app, bool(keys))
 
 
 async def _drain(engine: Engine, grace_s: float) -> None:

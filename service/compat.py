@@ -24,9 +24,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.predictor import Prediction
-from service.deps import ServedDep, SettingsDep
 from service.errors import ProtocolRoute, error_response
-from service.routes import run_predictions
+from service.routes import ServedDep, SettingsDep, run_predictions
 
 SERVER_NAME = "lstm-sentiment"
 Parameters = dict[str, str | int | float | bool]

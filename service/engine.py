@@ -1,16 +1,10 @@
 """The batching engine between the HTTP handlers and the model.
 
-Requests put their texts in a bounded queue and await their predictions. The ``Scheduler`` decides
-what the next batch holds: an equal share of each waiting request in turn (a large request is split
-and interleaved with small ones instead of starving them), each request's texts shortest first (its
-slices hold texts of similar length, and the LSTM runs packed). It is plain data, no threads or clock.
-
-The ``Engine`` keeps a runner (``service.runners``: the model in a thread or in a child process) busy
-with up to ``depth`` batches: the one it computes and the next, sent ahead once half a batch waits,
-so the runner never waits for a busy event loop. An idle runner gets a request at once (``max_wait_ms``
-0): a lone client never waits for company. A runner that dies fails only the batches it held and is
-started again, with backoff, for as long as it fails; a reload switches to a new runner between
-batches, once every request already begun has finished on the old one.
+Requests queue their texts and await their predictions. The ``Scheduler`` (plain data: no threads, no
+clock) makes each batch of an equal share of every waiting request, each request's texts shortest first:
+a large request is interleaved with small ones instead of starving them, and a slice holds texts of
+similar length for the packed LSTM. The ``Engine`` keeps a runner (``service.runners``) busy, starts it
+again when it dies, and switches to a reloaded one between batches.
 """
 
 from __future__ import annotations
@@ -59,7 +53,7 @@ class Runner(Protocol):
 class Job:
     """One request: its texts, shortest first, and how far the batches got."""
 
-    __slots__ = ("abandoned", "done", "future", "order", "results", "taken", "texts", "version")
+    __slots__ = ("abandoned", "done", "future", "order", "results", "taken", "texts")
 
     def __init__(self, texts: Sequence[str], future: Any = None) -> None:
         self.texts = texts
@@ -69,8 +63,7 @@ class Job:
         self.results: list[Prediction | None] = [None] * n
         self.taken = 0  # texts of ``order`` already in a batch
         self.done = 0  # texts with a result
-        self.abandoned = False  # cancelled, timed out or failed: drop what is still queued
-        self.version = ""  # of the model that answered it
+        self.abandoned = False  # cancelled, timed out or failed: its answers are no longer wanted
 
     @property
     def remaining(self) -> int:
@@ -81,18 +74,14 @@ Slice = tuple[Job, int, int]  # positions [start, stop) of a job's ``order`` ins
 
 
 class Scheduler:
-    """The queue: which texts form the next batch. ``whole`` takes one request per batch (batching off)."""
+    """The queue: which texts form the next batch. ``whole``: one whole request per batch (batching off)."""
 
     def __init__(self, max_batch_size: int, max_queue_texts: int, max_wait_s: float, whole: bool) -> None:
-        self.max_batch_size, self.max_queue_texts, self.max_wait_s = (
-            max_batch_size,
-            max_queue_texts,
-            max_wait_s,
-        )
-        self.whole = whole
-        self.jobs: deque[Job] = deque()
-        self.queued = 0  # texts waiting, not yet in a batch
-        self.since = 0.0  # when the oldest waiting text arrived
+        self.max_batch_size, self.max_queue_texts = max_batch_size, max_queue_texts
+        self.max_wait_s, self.whole = max_wait_s, whole
+        self.jobs: deque[Job] = deque()  # requests with texts not yet in a batch
+        self.queued = 0  # their texts
+        self.since = 0.0  # when the queue last went from empty to not
 
     def add(self, job: Job, now: float) -> None:
         if self.queued + len(job.texts) > self.max_queue_texts:
@@ -109,8 +98,8 @@ class Scheduler:
         return max(0.0, self.since + self.max_wait_s - now)
 
     def take(self, begun_only: bool = False) -> list[Slice]:
-        """Up to ``max_batch_size`` texts, an equal share from each waiting request in turn;
-        ``begun_only``: only from requests that already have texts in a batch (before a model swap)."""
+        """Up to ``max_batch_size`` texts, an equal share of each waiting request in turn; ``begun_only``:
+        only of requests already partly in a batch (before a model swap)."""
         batch: list[Slice] = []
         room = self.max_batch_size
         share = max(1, room // max(1, len(self.jobs)))
@@ -118,10 +107,6 @@ class Scheduler:
             if not room:
                 break
             job = self.jobs.popleft()
-            if job.abandoned:  # drop what it still has queued
-                self.queued -= job.remaining
-                job.taken = len(job.texts)
-                continue
             if begun_only and not job.taken:
                 self.jobs.append(job)
                 continue
@@ -135,22 +120,23 @@ class Scheduler:
         return batch
 
     def drop(self, job: Job) -> None:
-        """Take an abandoned request's remaining texts out of the queue."""
-        if job.remaining and job in self.jobs:
+        """Abandon a request: its texts still queued leave the queue, its answers are ignored."""
+        job.abandoned = True
+        if job.remaining and job in self.jobs:  # not in it after ``clear``
             self.jobs.remove(job)
             self.queued -= job.remaining
             job.taken = len(job.texts)
 
     def begun(self) -> bool:
         """Whether a request has texts both in a batch and still in the queue."""
-        return any(job.taken and not job.abandoned for job in self.jobs)
+        return any(job.taken for job in self.jobs)
 
     def clear(self) -> list[Job]:
         jobs, self.jobs, self.queued = list(self.jobs), deque(), 0
         return jobs
 
     def complete(
-        self, batch: list[Slice], parts: list[Part], labels: list[str], version: str
+        self, batch: list[Slice], parts: list[Part], labels: list[str]
     ) -> list[tuple[Job, BaseException | None]]:
         """Record each slice's answer; returns the jobs now finished, with the error of those that failed."""
         finished: list[tuple[Job, BaseException | None]] = []
@@ -158,14 +144,12 @@ class Scheduler:
             if job.abandoned:
                 continue
             if isinstance(part, BaseException):
-                job.abandoned = True
                 self.drop(job)
                 finished.append((job, part))
                 continue
             for i, prediction in zip(job.order[a:b], to_predictions(labels, *part), strict=True):
                 job.results[i] = prediction
             job.done += b - a
-            job.version = version
             if job.done == len(job.texts):
                 finished.append((job, None))
         return finished
@@ -173,25 +157,24 @@ class Scheduler:
 
 @dataclass
 class BatchStats:
-    """Totals since start; read them for a mean batch size (``GET /metrics`` has histograms)."""
+    """Totals since start (``GET /metrics`` has the histograms)."""
 
     batches: int = 0
     texts: int = 0
-    inference_seconds: float = 0.0
-
-    @property
-    def mean_batch_size(self) -> float:
-        return self.texts / self.batches if self.batches else 0.0
 
 
 @dataclass
 class Result:
     predictions: list[Prediction]
-    version: str  # of the model that computed every one of them
+    version: str  # of the model that computed every one of them: a swap waits for begun requests
 
 
 class Engine:
-    """Requests in, batches through a runner, predictions out; ``start_runner(path)`` makes runners."""
+    """Requests in, batches through a runner, predictions out; ``start_runner(path)`` makes runners.
+
+    Up to ``depth`` batches are in the runner: the one it computes and the next, sent ahead once half a
+    batch waits, so that the runner never waits for a busy event loop. An idle runner gets a request at
+    once (unless ``max_wait_ms``): a lone client never waits for company."""
 
     def __init__(
         self,
@@ -202,19 +185,14 @@ class Engine:
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
         on_restart: Callable[[str], None] = lambda outcome: None,
     ) -> None:
-        self.start_runner, self.checkpoint, self.scheduler, self.depth = (
-            start_runner,
-            checkpoint,
-            scheduler,
-            depth,
-        )
-        self.on_batch, self.on_restart = on_batch, on_restart
+        self.start_runner, self.checkpoint, self.scheduler = start_runner, checkpoint, scheduler
+        self.depth, self.on_batch, self.on_restart = depth, on_batch, on_restart
         self.stats = BatchStats()
         self.runner: Runner | None = None
         self.unavailable_since: float | None = None  # ``time.monotonic()`` when the runner was lost
         self._failure: str | None = None  # why the runner could not be started again
         self._next: tuple[Runner, Path] | None = None  # a reload waiting for the old runner to finish
-        self._in_flight: deque[tuple[list[Slice], Runner, float]] = deque()
+        self._in_flight: dict[int, tuple[list[Slice], float]] = {}  # by id: each batch, when it was sent
         self._done_at = 0.0
         self._ahead = 1 if scheduler.whole else max(1, scheduler.max_batch_size // 2)
         self._timer: asyncio.TimerHandle | None = None
@@ -237,9 +215,9 @@ class Engine:
     @property
     def unavailable(self) -> str | None:
         """Why the engine cannot take requests just now, or None when it can."""
-        if self._failure is not None:
-            return self._failure
-        return "the model process is restarting" if self.runner is None and not self._stopping else None
+        if self._failure is None and self.runner is None and not self._stopping:
+            return "the model process is restarting"
+        return self._failure
 
     async def start(self) -> None:
         self._attach(await self.start_runner(self.checkpoint))
@@ -257,7 +235,6 @@ class Engine:
             return await job.future  # type: ignore[no-any-return]
         finally:
             if job.remaining:  # cancelled or timed out: what is still queued is dropped
-                job.abandoned = True
                 self.scheduler.drop(job)
                 self._set_idle()
 
@@ -289,13 +266,10 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), 5)
         for runner in (self.runner, self._next[0] if self._next else None):
-            if runner is not None:
-                runner.on_lost = lambda: None
+            if runner is not None:  # its loss while closing is ignored: the engine is stopping
                 await runner.close()
         s = self.stats
-        log.info("engine: %d texts in %d batches (mean %.1f)", s.texts, s.batches, s.mean_batch_size)
-
-    # -- batches to the runner, answers back --------------------------------------------------------
+        log.info("engine: %d texts in %d batches", s.texts, s.batches)
 
     def _dispatch(self) -> None:
         if self._timer is not None:
@@ -319,7 +293,7 @@ class Engine:
 
     def _send(self, batch: list[Slice], runner: Runner) -> None:
         texts = [job.texts[i] for job, a, b in batch for i in job.order[a:b]]
-        self._in_flight.append((batch, runner, time.perf_counter()))
+        self._in_flight[id(batch)] = (batch, time.perf_counter())
         try:
             future = runner.run(texts, [b - a for _, a, b in batch])
         except Exception as exc:  # nothing was sent, so no answer will come for this batch
@@ -329,34 +303,30 @@ class Engine:
         future.add_done_callback(lambda f: self._answered(batch, runner, f))
 
     def _answered(self, batch: list[Slice], runner: Runner, future: asyncio.Future[list[Part]]) -> None:
-        entry = next((e for e in self._in_flight if e[0] is batch), None)
+        entry = self._in_flight.pop(id(batch), None)
         if entry is None:  # failed already: its runner was lost
             return
-        self._in_flight.remove(entry)
         now = time.perf_counter()
-        seconds = now - max(entry[2], self._done_at)  # its own time, not its wait behind the one before
+        seconds = now - max(entry[1], self._done_at)  # its own time, not its wait behind the one before
         self._done_at = now
         size = sum(b - a for _, a, b in batch)
         self.stats.batches += 1
         self.stats.texts += size
-        self.stats.inference_seconds += seconds
         try:
-            finished = self.scheduler.complete(batch, future.result(), runner.labels, runner.version)
+            finished = self.scheduler.complete(batch, future.result(), runner.labels)
         except Exception as exc:
             log.exception("unreadable answer from the model for a batch of %d texts", size)
             bad = RuntimeError(f"unreadable answer from the model: {exc!r}")
-            finished = self.scheduler.complete(batch, [bad] * len(batch), runner.labels, runner.version)
+            finished = self.scheduler.complete(batch, [bad] * len(batch), runner.labels)
         for job, error in finished:
             if job.future.done():
                 continue
             if error is None:
-                job.future.set_result(Result(job.results, job.version))  # type: ignore[arg-type]
+                job.future.set_result(Result(job.results, runner.version))  # type: ignore[arg-type]
             else:
                 job.future.set_exception(error)
         self.on_batch(size, seconds)
         self._dispatch()
-
-    # -- runners: swap, loss, restart ---------------------------------------------------------------
 
     def _attach(self, runner: Runner) -> None:
         self.runner, self.unavailable_since, self._failure = runner, None, None
@@ -367,8 +337,7 @@ class Engine:
         old, (runner, self.checkpoint) = self.runner, self._next
         self._next = None
         self._attach(runner)
-        if old is not None:
-            old.on_lost = lambda: None
+        if old is not None:  # its loss while closing is ignored: it is no longer ``self.runner``
             asyncio.get_running_loop().create_task(old.close())
 
     def _lost(self, runner: Runner) -> None:
@@ -378,7 +347,7 @@ class Engine:
         log.error("the model process exited; starting another")
         self.runner, self.unavailable_since = None, time.monotonic()
         asyncio.get_running_loop().create_task(runner.close())
-        lost = [job for batch, _, _ in self._in_flight for job, _, _ in batch]
+        lost = [job for batch, _ in self._in_flight.values() for job, _, _ in batch]
         self._in_flight.clear()
         self._fail(lost, EngineUnavailable("the model process exited while computing this request"))
         if self._next is not None:  # a reload was waiting for it: the new runner takes over now
@@ -389,8 +358,8 @@ class Engine:
         self._set_idle()
 
     async def _start_again(self) -> None:
-        """Start a runner again, retrying with backoff for as long as it fails: a failure that heals
-        (memory freed, a file back) then needs no one. Meanwhile requests get 503 at once."""
+        """Start a runner again, with backoff, for as long as it fails: a failure that heals (memory
+        freed, a file back) then needs no one. Meanwhile requests get 503 at once."""
         delay = RESTART_BACKOFF_S[0]
         try:
             while self.runner is None and not self._stopping:
@@ -414,11 +383,8 @@ class Engine:
             self._restart = None
         self._dispatch()
 
-    # -- helpers ------------------------------------------------------------------------------------
-
     def _fail(self, jobs: list[Job], error: BaseException) -> None:
         for job in jobs:
-            job.abandoned = True
             self.scheduler.drop(job)
             if not job.future.done():
                 job.future.set_exception(error)

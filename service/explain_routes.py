@@ -19,9 +19,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 
 from model.explain import METHOD, Explanation, Plan, explain, plan, throughput
 from model.predictor import Predictor
-from service.deps import ServedDep, ServedModel, SettingsDep
 from service.errors import JsonRoute, engine_errors
-from service.routes import PREDICT_ERRORS, check_texts
+from service.routes import PREDICT_ERRORS, ServedDep, ServedModel, SettingsDep, check_texts
 from service.schemas import ExplainRequest, ExplainResponse, ExplanationOut, ModelRef, TokenContributionOut
 
 SLOTS = 2

@@ -1,24 +1,71 @@
-"""HTTP routes: predictions, health and model information."""
+"""HTTP routes: predictions, health and model information; what they serve, and their dependencies."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic_core import to_json
 from starlette.routing import Route
 
-from model.predictor import Prediction, aggregate, is_mixed, to_predictions
+from model.checkpoint import Checkpoint
+from model.predictor import Prediction, Predictor, aggregate, is_mixed, to_predictions
 from model.sentences import Span, plan
-from service.deps import ServedDep, ServedModel, SettingsDep, served_model
-from service.engine import Result
+from service.engine import Engine, Result
 from service.errors import RETRY, engine_errors, error_response, parse
+from service.runners import build_predictor
 from service.schemas import Health, Limits, ModelInfo, PredictRequest, PredictResponse
 from service.settings import Settings
+
+
+@dataclass
+class ServedModel:
+    """The engine, the checkpoint it runs (swapped by a reload), and the name clients use."""
+
+    engine: Engine
+    checkpoint: Checkpoint
+    settings: Settings
+    # Called with every response's predictions (the metrics count them by label).
+    on_predictions: Callable[[Sequence[Prediction]], None] = lambda predictions: None
+    _explainer: Predictor | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.settings.model_name
+
+    def explainer(self) -> Predictor:
+        """A predictor in this process for ``/explain``, built on first use and after a reload."""
+        explainer = self._explainer
+        if explainer is None or explainer.checkpoint is not self.checkpoint:
+            explainer = self._explainer = build_predictor(self.settings, self.checkpoint)
+        return explainer
+
+
+def served_model(request: Request) -> ServedModel:
+    served: ServedModel | None = request.app.state.served
+    if served is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet; retry shortly")
+    return served
+
+
+# ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
+async def _served(request: Request) -> ServedModel:
+    return served_model(request)
+
+
+async def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings  # the settings the app was created with
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ServedDep = Annotated[ServedModel, Depends(_served)]
+
 
 router = APIRouter()
 BLANK = "must contain a non-whitespace character"

@@ -1,18 +1,17 @@
-"""Runners turn a batch of texts into probabilities: in a thread of the server, or in a child process.
+"""Runners turn a batch of texts into each request's probabilities: in a thread, or in a child process.
 
-The child process (the default with batching) shares no GIL with the event loop: in one process the
-inference thread needs the GIL back after every call that releases it (tokenising, the forward pass)
-while a busy event loop holds it, and the two threads' Python work cannot overlap. Batches go to it
-over a ``multiprocessing`` pipe as JSON and come back as float32 probabilities and truncation flags
-(never pickle); a second thread there tokenises the next batch while the forward pass runs.
-
-This module is also the one place that builds a ``Predictor`` from the settings and configures a
-process to run it (threads, GIL switch interval, logging), for the server and the child alike.
+The child process shares no GIL with the event loop: in one process the inference thread needs the GIL
+back after every call that releases it while a busy event loop holds it. Batches go to the child over a
+pipe as JSON and come back as float32 probabilities and truncation flags (never pickle); a second thread
+there tokenises the next batch while the forward pass runs. This module also builds the ``Predictor``
+and sets up a process to run it, for the server and the child alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -33,15 +32,15 @@ import numpy as np
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.predictor import Predictor, configure_threads
 from model.tokenizer import Batch
-from service.engine import Engine, EngineUnavailable, Part, Scheduler
+from service.engine import Engine, EngineUnavailable, Part, Runner, Scheduler
 from service.observability import configure_logging
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0
 UNBATCHED_THREADS = 4  # with batching off, requests that run side by side
-# A batch this small that finds the model process idle runs in the server instead: a lone client skips
-# two hops between processes, which otherwise make batching slower than no batching at concurrency 1.
+# A batch this small that finds the child idle runs in the server instead: a lone client skips two hops
+# between processes, which otherwise make batching slower than no batching at concurrency 1.
 LOCAL_TEXTS = 4
 _OK, _FAILED = b"\x00", b"\x01"
 
@@ -74,15 +73,16 @@ def make_engine(
     on_restart: Callable[[str], None] = lambda outcome: None,
 ) -> Engine:
     """The engine the settings ask for: batching in a child process, in a thread, or off."""
-    scheduler = Scheduler(
-        settings.max_batch_size, settings.max_queue_texts, settings.max_wait_ms / 1000, not settings.batching
-    )
-    if settings.batching and settings.model_process:
-        start: Callable[[Path], Any] = lambda path: ProcessRunner.start(settings, path)  # noqa: E731
-        depth = 2
-    else:
-        depth = 2 if settings.batching else UNBATCHED_THREADS
-        start = lambda path: ThreadRunner.start(settings, path, threads=1 if settings.batching else depth)  # noqa: E731
+    threads = 1 if settings.batching else UNBATCHED_THREADS
+
+    async def start(path: Path) -> Runner:
+        if settings.batching and settings.model_process:
+            return await ProcessRunner.start(settings, path)
+        return await ThreadRunner.start(settings, path, threads)
+
+    wait_s = settings.max_wait_ms / 1000
+    scheduler = Scheduler(settings.max_batch_size, settings.max_queue_texts, wait_s, not settings.batching)
+    depth = 2 if settings.batching else threads  # with batching: one batch computing, the next waiting
     return Engine(start, settings.checkpoint, scheduler, depth, on_batch, on_restart)
 
 
@@ -91,18 +91,17 @@ def compute(
 ) -> list[Part]:
     """Each request's part of one forward pass; if it fails, each part alone, so that a bad request
     fails only itself. ``encoded``: the texts already tokenised."""
+    bounds = _bounds(sizes)
     try:
         if encoded is None:
             probabilities, truncated = predictor.predict_proba(texts)
         else:
-            probabilities, truncated = (
-                predictor.probabilities(encoded.ids, encoded.lengths),
-                encoded.truncated,
-            )
+            probabilities = predictor.probabilities(encoded.ids, encoded.lengths)
+            truncated = encoded.truncated
     except Exception:
         log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
-        return [_alone(predictor, part) for part in _split(texts, sizes)]
-    return [(probabilities[a:b], truncated[a:b]) for a, b in _bounds(sizes)]
+        return [_alone(predictor, texts[a:b]) for a, b in bounds]
+    return [(probabilities[a:b], truncated[a:b]) for a, b in bounds]
 
 
 def _alone(predictor: Predictor, texts: list[str]) -> Part:
@@ -113,12 +112,8 @@ def _alone(predictor: Predictor, texts: list[str]) -> Part:
 
 
 def _bounds(sizes: list[int]) -> list[tuple[int, int]]:
-    ends = np.cumsum(sizes).tolist()
-    return list(zip([0, *ends[:-1]], ends, strict=True))
-
-
-def _split(texts: list[str], sizes: list[int]) -> list[list[str]]:
-    return [texts[a:b] for a, b in _bounds(sizes)]
+    ends = list(itertools.accumulate(sizes))
+    return list(zip([0, *ends], ends, strict=False))
 
 
 class ThreadRunner:
@@ -142,7 +137,7 @@ class ThreadRunner:
 
 
 class ProcessRunner:
-    """The model in a child process; the event loop reads its answers as the pipe becomes readable.
+    """The model in a child process, whose answers the event loop reads as the pipe becomes readable;
     ``local``: the same model in a thread here, for a small batch that finds the child idle."""
 
     def __init__(
@@ -164,12 +159,13 @@ class ProcessRunner:
             ThreadRunner.start(settings, path),
             return_exceptions=True,
         )
-        if isinstance(spawned, BaseException) or isinstance(local, BaseException):
-            if not isinstance(spawned, BaseException):
-                spawned[0].kill()
+        if isinstance(spawned, BaseException):
             if not isinstance(local, BaseException):
                 await local.close()
-            raise spawned if isinstance(spawned, BaseException) else EngineUnavailable(f"{local}")
+            raise spawned
+        if isinstance(local, BaseException):
+            spawned[0].kill()
+            raise EngineUnavailable(f"{local}")
         process, conn, ready = spawned
         return cls(process, conn, ready["labels"], ready["version"], local)
 
@@ -179,8 +175,8 @@ class ProcessRunner:
             future = self.local.run(texts, sizes)
             future.add_done_callback(lambda _: setattr(self, "_local_busy", False))
             return future
-        # At most two batches are in the child, whose receiving thread reads each at once: the pipe
-        # takes this without waiting, except for a batch far over its buffer (~200 kB), briefly.
+        # The child's receiving thread reads each batch at once: the pipe takes it without waiting,
+        # except for a batch far over its buffer (~200 kB), briefly.
         self._conn.send_bytes(json.dumps([texts, sizes]).encode())
         future = self._loop.create_future()
         self._pending.append((future, sizes))
@@ -192,8 +188,6 @@ class ProcessRunner:
         except (EOFError, OSError):  # the child exited
             self._loop.remove_reader(self._conn.fileno())
             self.on_lost()
-            return
-        if not self._pending:
             return
         future, sizes = self._pending.popleft()
         try:
@@ -216,19 +210,15 @@ class ProcessRunner:
 def encode(parts: list[Part]) -> bytes:
     """The child's answer: the probabilities' float32 bytes and the truncation flags, or, when any part
     failed, JSON with each part's probabilities or error."""
-    if not any(isinstance(p, BaseException) for p in parts):
-        probabilities = np.concatenate([p[0] for p in parts])  # type: ignore[index]
-        flags = bytes(flag for p in parts for flag in p[1])  # type: ignore[index]
-        return _OK + np.ascontiguousarray(probabilities, np.float32).tobytes() + flags
-    return (
-        _FAILED
-        + json.dumps(
-            [
-                {"error": str(p)} if isinstance(p, BaseException) else {"p": p[0].tolist(), "truncated": p[1]}
-                for p in parts
-            ]
-        ).encode()
-    )
+    if any(isinstance(p, BaseException) for p in parts):
+        each = [
+            {"error": str(p)} if isinstance(p, BaseException) else {"p": p[0].tolist(), "truncated": p[1]}
+            for p in parts
+        ]
+        return _FAILED + json.dumps(each).encode()
+    probabilities = np.concatenate([p[0] for p in parts])  # type: ignore[index]
+    flags = bytes(flag for p in parts for flag in p[1])  # type: ignore[index]
+    return _OK + np.ascontiguousarray(probabilities, np.float32).tobytes() + flags
 
 
 def decode(reply: bytes, sizes: list[int], labels: int) -> list[Part]:
@@ -240,10 +230,8 @@ def decode(reply: bytes, sizes: list[int], labels: int) -> list[Part]:
             raise ValueError(f"{len(truncated)} truncation flags for {n} texts")
         return [(probabilities[a:b], truncated[a:b]) for a, b in _bounds(sizes)]
     return [
-        RuntimeError(part["error"])
-        if "error" in part
-        else (np.asarray(part["p"], np.float32), part["truncated"])
-        for part in json.loads(reply[1:])
+        RuntimeError(e["error"]) if "error" in e else (np.asarray(e["p"], np.float32), e["truncated"])
+        for e in json.loads(reply[1:])
     ]
 
 
@@ -269,11 +257,8 @@ def _spawn(settings: Settings, path: Path) -> tuple[BaseProcess, Connection, dic
     return process, parent, json.loads(ready[1:])
 
 
-# -- the child process ----------------------------------------------------------------------------
-
-
 def _child(conn: Connection, settings: Settings, path: Path) -> None:
-    """Load the checkpoint, then batches of texts in, probabilities out, until the pipe closes."""
+    """The child process: load the checkpoint, then answer batches until the pipe closes."""
     # Its own session: Ctrl-C or a supervisor's signal to the server's process group is the server's
     # to handle (it drains, then closes this pipe); at exit multiprocessing stops it with SIGTERM.
     os.setsid()
@@ -284,9 +269,8 @@ def _child(conn: Connection, settings: Settings, path: Path) -> None:
     except Exception as exc:
         conn.send_bytes(_FAILED + f"{type(exc).__name__}: {exc}".encode())
         return
-    conn.send_bytes(
-        _OK + json.dumps({"labels": predictor.labels, "version": predictor.checkpoint.version}).encode()
-    )
+    ready = {"labels": predictor.labels, "version": predictor.checkpoint.version}
+    conn.send_bytes(_OK + json.dumps(ready).encode())
     serve(conn, predictor)
 
 
@@ -308,10 +292,8 @@ def _receive(conn: Connection, predictor: Predictor, ready: queue.SimpleQueue[An
         except (EOFError, OSError):
             ready.put(None)
             return
-        encoded = None  # more than one forward pass's worth, or a failure compute reports per request
+        encoded = None  # more than one forward pass's worth: the forward pass tokenises it in parts
         if len(texts) <= predictor.batch_size:
-            try:
+            with contextlib.suppress(Exception):  # compute then meets the failure and reports it per request
                 encoded = predictor.checkpoint.tokenizer.encode(texts)
-            except Exception:
-                encoded = None
         ready.put((texts, sizes, encoded))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from service.admission import AmbiguousKey, key_is_valid, load_keys, presented_key
 from service.app import create_app
-from service.auth import AmbiguousKey, key_is_valid, load_keys, presented_key
 from service.settings import Settings
 
 KEYS = "first-key-0123456789,second-key-abcdef"
