@@ -41,6 +41,7 @@ def warm_model(
         num_labels=len(labels),
         dropout=config.dropout,
         embedding_dropout=config.embedding_dropout,
+        ngram_dropout=config.ngram_dropout,
     )
     model = SentimentClassifier(model_config)
     with torch.no_grad():
