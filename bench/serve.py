@@ -267,6 +267,12 @@ def _rss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+def model_name(name: str, port: int) -> str:
+    """A name unique to one bench server, in the characters every version's model-name pattern accepts
+    (``name`` may hold a path)."""
+    return f"bench-{re.sub(r'[^A-Za-z0-9._-]', '-', name)[-40:]}-{port}"
+
+
 @contextmanager
 def serve(
     name: str, batching: bool, log: Path, extra_env: dict[str, str] | None = None, code: Path | None = None
@@ -274,7 +280,7 @@ def serve(
     port = free_port()
     env = {**os.environ, "SENTIMENT_PORT": str(port), "SENTIMENT_HOST": "127.0.0.1"}
     env |= {"SENTIMENT_BATCHING": str(batching).lower(), "SENTIMENT_LOG_LEVEL": "warning"}
-    env |= {"SENTIMENT_MODEL_NAME": f"bench-{name}-{port}", **(extra_env or {})}
+    env |= {"SENTIMENT_MODEL_NAME": model_name(name, port), **(extra_env or {})}
     for key in ("SENTIMENT_API_KEYS", "SENTIMENT_API_KEYS_FILE"):  # an open service is measured
         env.pop(key, None)
     with log.open("wb") as out:
@@ -306,7 +312,7 @@ def _wait_ready(server: Server, log: Path, timeout: float = 120) -> None:
             continue
         # Another process may have taken the port between free_port() and our bind: check the name.
         name = json.loads(http_get(f"{server.url}/v1/model"))["name"]
-        if name != f"bench-{server.name}-{server.port}":
+        if name != model_name(server.name, server.port):
             raise SystemExit(f"port {server.port} is answered by another server ({name!r}); run again")
         return
     raise SystemExit(f"the {server.name} server was not ready within {timeout:.0f} s; see {log}")

@@ -33,7 +33,7 @@ def default_threads(workers: int = 1) -> int:
     """Intra-op threads per process: the cores left after one for the event loop, shared by workers.
 
     The service runs HTTP (parsing, JSON, the event loop) on one core while the model runs; on a
-    2-core machine one torch thread beats two (README, "Serving performance"). The LSTM's per-step
+    2-core machine one torch thread beats two (docs/serving-performance.md). The LSTM's per-step
     matrix products are small (batch x 4H), so more than 4 threads buys little.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -205,7 +205,7 @@ def script(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
     Most torch operations called from Python release the GIL while they run and take it back after,
     so in eager mode the ~30 operations of a forward pass each wait for a busy event loop to hand the
     GIL back (up to a switch interval each). A TorchScript call takes it back once, at its end
-    (README, "Serving performance"). TorchScript is deprecated in favour of ``torch.compile`` and
+    (docs/serving-performance.md). TorchScript is deprecated in favour of ``torch.compile`` and
     ``torch.export``, which need a C++ compiler at run time or an ahead-of-time build; should a
     future torch drop it, the predictor falls back to eager mode with a warning.
     """

@@ -107,7 +107,7 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.access_log = access_log
         # Fresh ids without a system call per request: os.urandom (uuid4) releases the GIL, and the
-        # event loop then waits for the inference thread to hand it back (README, "Serving performance").
+        # event loop then waits for the inference thread to hand it back (docs/serving-performance.md).
         prefix = os.urandom(8).hex()
         self._ids = (f"{prefix}{n:016x}" for n in itertools.count())
 

@@ -27,9 +27,9 @@ class TrainConfig:
     glove: bool = True  # initialise embeddings from GloVe 6B 50d
     glove_words: int = 20_000  # most frequent GloVe words added to the vocabulary
     lexicon: bool = True  # each token's VADER valence as one more input (training/lexicon.py)
-    ngram_buckets: int = 0  # hash buckets of a linear word-pair model beside the LSTM; 0: no such model
+    ngram_buckets: int = 262_144  # hash buckets of a linear word-pair model beside the LSTM; 0: no such model
     ngram_lr_scale: float = 50.0  # the n-gram weights' learning rate relative to lr
-    ngram_dropout: float = 0.0  # share of training texts whose n-gram logits are dropped
+    ngram_dropout: float = 0.5  # share of training texts whose n-gram logits are dropped
     adversarial: float = 0.0  # norm of adversarial embedding perturbations (Miyato et al. 2017); 0: off
     init_from: str | None = None  # fine-tune from this checkpoint (training/warm_start.py)
     freeze_embeddings: bool = False
@@ -64,6 +64,7 @@ TINY: dict[str, Any] = {
     "lexicon": False,
     "max_examples": 400,
     "vocab_size": 2_000,
+    "ngram_buckets": 1_024,
     "batch_size": 32,
     "patience": 1,
 }

@@ -141,7 +141,7 @@ class Loop:
             else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
         )
         # Optional (--ema-decay): a moving average of the weights, validated and kept instead of the raw
-        # weights. It did not beat the defaults on the movie sentences (README, "Model quality").
+        # weights. It did not beat the defaults on the movie sentences (docs/quality.md).
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
             if config.ema_decay
