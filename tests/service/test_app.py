@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model.predictor import Predictor
-from service.app import create_app
+from service.app import GC_THRESHOLD, create_app
 from service.runners import ProcessRunner
 from service.settings import Settings
 from tests.conftest import LABELS
@@ -159,6 +160,16 @@ def test_model_loads_in_the_lifespan_not_at_creation(settings: Settings) -> None
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
     assert app.state.served is None  # unloaded at shutdown
+
+
+def test_the_server_collects_its_youngest_generation_seldom(settings: Settings) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700)  # Python's default
+    try:
+        with TestClient(create_app(settings)):
+            assert gc.get_threshold()[0] == GC_THRESHOLD
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_model_info(client: TestClient, predictor: Predictor) -> None:
