@@ -23,7 +23,7 @@ from service.errors import client_gone, http_error, validation_error
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
 from service.observability import RequestContextMiddleware
-from service.routes import PREDICT_ROUTE, ServedModel, router
+from service.routes import PredictApp, ServedModel, router
 from service.runners import configure_process, make_engine
 from service.settings import Settings, get_settings
 
@@ -77,7 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ClientDisconnect, client_gone)
-    app.router.routes.insert(0, PREDICT_ROUTE)  # first: see routes.py
     app.include_router(router)
     for extra in (explain_routes.router, compat.router, demo.router):
         app.include_router(extra)
@@ -93,6 +92,7 @@ def _harden(app: FastAPI, settings: Settings) -> None:
     app.include_router(admin.router)
     # Added innermost first: request context sees every answer, CORS answers preflights before auth
     # (a browser sends them without credentials), auth runs before any body is read.
+    app.add_middleware(PredictApp)  # innermost: /predict after the limits, before the router (routes.py)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=keys)
     if settings.cors_origins:

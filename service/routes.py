@@ -11,13 +11,24 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic_core import to_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model.checkpoint import Checkpoint
 from model.predictor import Prediction, Predictor, aggregate, is_mixed, to_predictions
 from model.sentences import Span, plan
 from service.engine import Engine, Result
-from service.errors import RETRY, engine_errors, error_response, parse
+from service.errors import (
+    RETRY,
+    client_gone,
+    engine_errors,
+    error_response,
+    http_error,
+    parse,
+    validation_error,
+)
 from service.runners import build_predictor
 from service.schemas import Health, Limits, ModelInfo, PredictRequest, PredictResponse
 from service.settings import Settings
@@ -82,9 +93,9 @@ _BODY = {"required": True, "content": {"application/json": {"schema": PredictReq
 # The body is read and validated here rather than by FastAPI: pydantic's JSON parser on the raw bytes,
 # and the response written by pydantic_core from the engine's ``Prediction`` dataclasses (which have
 # ``PredictionOut``'s fields in its order), skip the per-field work that dominates a small request.
-# It is served by ``PREDICT_ROUTE``, a plain Starlette route put in front of FastAPI's (see app.py):
-# FastAPI's per-request machinery around a handler and its included-router wrapper cost about a third
-# of the throughput at 64 connections (``python -m bench.serve``). The FastAPI route documents the same
+# ``PredictApp`` serves it from inside the middleware stack (see app.py), ahead of Starlette's router
+# and exception middleware, whose layers a small request otherwise passes twice (on its way in, and when
+# the engine's answer wakes it): docs/serving-performance.md. The FastAPI route documents the same
 # function in the OpenAPI schema.
 @router.post(
     "/predict",
@@ -122,7 +133,29 @@ async def predict(request: Request) -> Response:
     return Response(to_json(answer), media_type="application/json")
 
 
-PREDICT_ROUTE = Route("/predict", predict, methods=["POST"])
+PREDICT_ROUTE = Route("/predict", predict, methods=["POST"])  # what metrics and logs name the route by
+
+
+class PredictApp:
+    """``POST /predict`` answered by ``predict``, its errors by the app's handlers; the rest passes on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        scope["route"] = PREDICT_ROUTE
+        request = Request(scope, receive, send)
+        try:  # the handlers app.py registers for every other route
+            response = await predict(request)
+        except RequestValidationError as exc:
+            response = await validation_error(request, exc)
+        except StarletteHTTPException as exc:
+            response = await http_error(request, exc)
+        except ClientDisconnect as exc:
+            response = await client_gone(request, exc)
+        await response(scope, receive, send)
 
 
 async def run_predictions(
