@@ -55,3 +55,22 @@ def test_slow_or_endless_heads_and_stalled_bodies_are_cut_off(tiny_checkpoint: P
         assert "Traceback" not in server.log, server.log
         for conn in (silent, slow, stalled, endless):
             conn.close()
+
+
+def test_too_many_fields_and_a_stalled_second_request_on_a_kept_connection(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    with live_server(tiny_checkpoint, tmp_path, header_timeout_s="1", body_timeout_s="1") as server:
+        many = _connect(server.url)
+        fields = b"".join(b"X-F%d: 1\r\n" % i for i in range(150))
+        many.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+        assert _answer(many).startswith(b"HTTP/1.1 431 ")
+        kept = _connect(server.url)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, the connection kept
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next head, never finished
+        assert _answer(kept).startswith(b"HTTP/1.1 408 ")
+        assert 0.5 < time.monotonic() - started < 5
+        for conn in (many, kept):
+            conn.close()
