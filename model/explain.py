@@ -91,9 +91,9 @@ class Plan:
 def plan(predictor: Predictor, texts: Sequence[str], max_steps: int = PASS_STEPS) -> Plan:
     """``texts`` tokenised and packed into passes of at most ``max_steps`` token steps (a text that
     needs more runs alone)."""
-    # One Rust call for the whole batch; the padding it adds is dropped again by _encode.
-    encodings = predictor.checkpoint.tokenizer.tokenizer.encode_batch(list(texts))
-    encoded = [_encode(text, encoding) for text, encoding in zip(texts, encodings, strict=True)]
+    tokenizer = predictor.checkpoint.tokenizer
+    encodings = tokenizer.tokenizer.encode_batch(list(texts))  # one Rust call, with offsets
+    encoded = [_encode(t, e, tokenizer.max_length) for t, e in zip(texts, encodings, strict=True)]
     return Plan(encoded, _groups(encoded, max_steps))
 
 
@@ -142,14 +142,13 @@ def throughput(predictor: Predictor) -> float:
     return known
 
 
-def _encode(text: str, encoding: Encoding) -> _Encoded:
-    keep = [k for k, m in enumerate(encoding.attention_mask) if m]
+def _encode(text: str, encoding: Encoding, max_length: int) -> _Encoded:
     placeholders = [m.span() for m in _PLACEHOLDER.finditer(text)]
     return _Encoded(
-        ids=[encoding.ids[k] for k in keep],
-        tokens=[encoding.tokens[k] for k in keep],
-        spans=[_span(placeholders, encoding.offsets[k]) for k in keep],
-        truncated=bool(encoding.overflowing),
+        ids=encoding.ids[:max_length],
+        tokens=encoding.tokens[:max_length],
+        spans=[_span(placeholders, offsets) for offsets in encoding.offsets[:max_length]],
+        truncated=len(encoding.ids) > max_length,
     )
 
 
