@@ -106,8 +106,13 @@ _BODY = {"required": True, "content": {"application/json": {"schema": PredictReq
 )
 async def predict(request: Request) -> Response:
     """Classify a text or a list of texts, whole or sentence by sentence; answers in input order."""
-    served = served_model(request)
-    body = parse(PredictRequest, await request.body())
+    answer = await predictions_for(served_model(request), await request.body())
+    return Response(answer, media_type="application/json")
+
+
+async def predictions_for(served: ServedModel, raw: bytes) -> bytes:
+    """``POST /predict``: the request body in, the response body out; refusals as HTTP errors."""
+    body = parse(PredictRequest, raw)
     settings, texts = served.settings, body.texts
     per_text = body.errors == "per_text"
     if not per_text:
@@ -130,14 +135,16 @@ async def predict(request: Request) -> Response:
             {"index": i, "status": e.status_code, "detail": e.detail} for i, e in sorted(problems.items())
         ]
     answer["model"] = {"name": served.name, "version": version}
-    return Response(to_json(answer), media_type="application/json")
+    return to_json(answer)
 
 
 PREDICT_ROUTE = Route("/predict", predict, methods=["POST"])  # what metrics and logs name the route by
+_JSON = (b"content-type", b"application/json")
 
 
 class PredictApp:
-    """``POST /predict`` answered by ``predict``, its errors by the app's handlers; the rest passes on."""
+    """``POST /predict`` answered by ``predictions_for`` in plain ASGI messages, its errors by the app's
+    handlers; the rest passes on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -146,16 +153,39 @@ class PredictApp:
         if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         scope["route"] = PREDICT_ROUTE
+        try:
+            answer = await predictions_for(served_model(Request(scope)), await _body(receive))
+        except (RequestValidationError, StarletteHTTPException, ClientDisconnect) as exc:
+            await self._error(exc, scope, receive, send)
+            return
+        length = (b"content-length", b"%d" % len(answer))
+        await send({"type": "http.response.start", "status": 200, "headers": [_JSON, length]})
+        await send({"type": "http.response.body", "body": answer})
+
+    @staticmethod
+    async def _error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+        """The answer the handlers app.py registers for every other route would give."""
         request = Request(scope, receive, send)
-        try:  # the handlers app.py registers for every other route
-            response = await predict(request)
-        except RequestValidationError as exc:
+        response: Response
+        if isinstance(exc, RequestValidationError):
             response = await validation_error(request, exc)
-        except StarletteHTTPException as exc:
+        elif isinstance(exc, StarletteHTTPException):
             response = await http_error(request, exc)
-        except ClientDisconnect as exc:
+        else:
             response = await client_gone(request, exc)
         await response(scope, receive, send)
+
+
+async def _body(receive: Receive) -> bytes:
+    """The whole request body (``Request.body`` without the Request)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def run_predictions(
