@@ -22,8 +22,7 @@ from pydantic import ValidationError
 
 from model.checkpoint import load_checkpoint
 from model.predictor import resolve_device
-from service.admission import load_keys
-from service.connections import GuardedHttpToolsProtocol
+from service.admission import GuardedHttpToolsProtocol, load_keys
 from service.observability import configure_logging
 from service.settings import Settings, get_settings
 

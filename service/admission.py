@@ -1,7 +1,11 @@
-"""Admission: what a request must pass before any route sees it, as pure ASGI middleware (no
-``BaseHTTPMiddleware``), so that every route, present or future, is covered and the hot path pays a
-header scan and nothing else.
+"""Admission: what a connection and a request must pass before any route sees it.
 
+- Deadlines and bounds on each connection, in uvicorn's own httptools protocol
+  (``GuardedHttpToolsProtocol``), whatever sits in front of the server. uvicorn closes a keep-alive
+  connection that stays idle after a response (``timeout_keep_alive``) and bounds concurrent
+  connections (``limit_concurrency``), but sets no deadline for a request's head or body and no bound on
+  the head's size: a client that sends nothing, or a header a byte a second (slowloris), or megabytes of
+  header that never end, would hold a connection and memory for ever.
 - An API key, when keys are configured (``SENTIMENT_API_KEYS``, comma-separated, and/or
   ``SENTIMENT_API_KEYS_FILE``, one per line). With none the API is open, except ``/admin/*``, which then
   answers 403: admin endpoints always need a key. A key is sent as ``Authorization: Bearer KEY`` or
@@ -10,10 +14,14 @@ header scan and nothing else.
 - A body within ``SENTIMENT_MAX_BODY_BYTES`` and declared as JSON. A body with a ``Content-Length``
   within the limit passes straight through; only one without (chunked) is counted as it arrives, and
   cut off with 413 the moment it passes the limit.
+
+The last two are pure ASGI middleware (no ``BaseHTTPMiddleware``), so that every route, present or
+future, is covered and the hot path pays a header scan and nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from pathlib import Path
@@ -21,9 +29,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import error_response
-from service.settings import Settings
+from service.settings import Settings, get_settings
 
 # Open whatever the keys: probes, scrapers and the API docs.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -33,6 +42,78 @@ ADMIN_PREFIX = "/admin/"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sentiment"'}
 INVALID_REQUEST = {"WWW-Authenticate": 'Bearer realm="sentiment", error="invalid_request"'}
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+MAX_HEADERS = 100  # header fields in one request head
+
+
+def _close(transport: asyncio.Transport, status: bytes, message: str) -> None:
+    if transport.is_closing():
+        return
+    body = message.encode()
+    transport.write(
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    transport.close()
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's protocol, plus a deadline for each request's head and body and a bound on the head."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()  # from the environment, in each worker process alike
+        self.head_timeout_s, self.body_timeout_s = settings.header_timeout_s, settings.body_timeout_s
+        self.max_head_bytes = settings.max_header_bytes
+        self._in_head = True  # reading a request's head (or waiting for one to start)
+        self._head_bytes = 0
+        self._headers = 0
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float, status: bytes, message: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, _close, self.transport, status, message)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.head_timeout_s, b"408 Request Timeout", "no complete request head in time")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head and self._deadline is None:  # the next request on a keep-alive connection
+            self._arm(self.head_timeout_s, b"408 Request Timeout", "no complete request head in time")
+        super().data_received(data)
+        if self._in_head:  # the parser holds at most one read of the head beyond the bound
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                _close(self.transport, b"431 Request Header Fields Too Large", "request head too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers += 1
+        if self._headers > MAX_HEADERS:
+            _close(self.transport, b"431 Request Header Fields Too Large", "too many header fields")
+            return
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._arm(self.body_timeout_s, b"408 Request Timeout", "request body not received in time")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._in_head, self._head_bytes, self._headers = True, 0, 0
+        super().on_response_complete()  # arms uvicorn's keep-alive timeout for the idle wait
 
 
 async def send_error(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
