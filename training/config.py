@@ -18,7 +18,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     patience: int = 0  # stop after this many epochs without a better validation macro-F1; 0: never
     schedule: str = "onecycle"  # or "constant"
-    word_dropout: float = 0.2
+    word_dropout: float = 0.1
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # per-step decay of a moving average of the weights; 0 turns it off
     vocab_size: int = 30_000
