@@ -106,7 +106,7 @@ _BODY = {"required": True, "content": {"application/json": {"schema": PredictReq
 )
 async def predict(request: Request) -> Response:
     """Classify a text or a list of texts, whole or sentence by sentence; answers in input order."""
-    answer = await predictions_for(served_model(request), await request.body())
+    answer = await predictions_for(served_model(request), await _body(request.receive))
     return Response(answer, media_type="application/json")
 
 
@@ -177,7 +177,7 @@ class PredictApp:
 
 
 async def _body(receive: Receive) -> bytes:
-    """The whole request body (``Request.body`` without the Request)."""
+    """The whole request body, read from ``receive`` (what ``Request.body`` does, without a Request)."""
     chunks = []
     while True:
         message = await receive()
