@@ -83,11 +83,11 @@ async def _start(served: ServedModel, path: Path) -> Runner:
     except Exception as exc:  # EngineUnavailable: the model process would not start on it
         raise ReloadError(f"cannot serve checkpoint {path}: {exc}") from exc
     try:
-        (part,) = await runner.run(PROBE, [len(PROBE)])
-        if isinstance(part, BaseException):
-            raise part
-        if not math.isfinite(float(part[0].sum())):
-            raise ValueError(f"probabilities {part[0].tolist()}")
+        answer = await runner.run(PROBE, [len(PROBE)])
+        if answer.errors:
+            raise RuntimeError(answer.errors[0])
+        if not math.isfinite(float(answer.probabilities.sum())):
+            raise ValueError(f"probabilities {answer.probabilities.tolist()}")
     except Exception as exc:
         await runner.close()
         raise ReloadError(f"checkpoint {path} failed its probe batch: {exc}") from exc

@@ -24,8 +24,9 @@ from service.metrics import Metrics
 from service.metrics import router as metrics_router
 from service.observability import RequestContextMiddleware
 from service.routes import PredictApp, ServedModel, router
-from service.runners import configure_process, make_engine
+from service.runners import make_engine
 from service.settings import Settings, get_settings
+from service.startup import configure_process
 
 log = logging.getLogger("service")
 GC_THRESHOLD = 20_000  # allocations between collections of the youngest generation (Python's default: 700)
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:  # from here on, whatever fails stops the engine (and its model process)
             served = ServedModel(engine, checkpoint, settings, on_predictions=metrics.on_predictions)
             app.state.served = served
-            metrics.watch_queue(lambda: engine.queued, lambda: engine.max_queue_texts)
+            metrics.watch_queue(lambda: engine.scheduler.queued, lambda: engine.scheduler.max_queue_texts)
             metrics.set_model(served.name, checkpoint.version)
             admin.start(app)
             # What start-up made (torch, FastAPI, the model: ~200k objects) lives as long as the process;
@@ -112,4 +113,6 @@ async def _drain(engine: Engine, grace_s: float) -> None:
     try:
         await asyncio.wait_for(engine.drain(), grace_s)
     except TimeoutError:
-        log.error("shutdown: %d texts still queued after %.0f s; dropping them", engine.queued, grace_s)
+        log.error(
+            "shutdown: %d texts still queued after %.0f s; dropping them", engine.scheduler.queued, grace_s
+        )

@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -26,8 +26,18 @@ from model.predictor import Prediction, to_predictions
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = (0.5, 30.0)  # first wait between failed starts of a runner, and the longest
 
-# A slice's answer from a runner: probabilities (n, L) and truncation flags, or what went wrong.
-Part = tuple[np.ndarray, list[bool]] | BaseException
+
+class Answer(NamedTuple):
+    """A runner's answer to one batch: each text's probabilities (n, L) and truncation flag, and the
+    error of each request that failed, by its place among the batch's ``sizes`` (its rows are unread)."""
+
+    probabilities: np.ndarray
+    truncated: list[bool]
+    errors: dict[int, str]
+
+
+def failed(requests: int, error: str) -> Answer:
+    return Answer(np.empty((0, 0), np.float32), [], dict.fromkeys(range(requests), error))
 
 
 class QueueFull(RuntimeError):
@@ -45,7 +55,7 @@ class Runner(Protocol):
     version: str
     on_lost: Callable[[], None]  # called if the runner dies (its pending batches never answer)
 
-    def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[list[Part]]: ...
+    def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[Answer]: ...
 
     async def close(self) -> None: ...
 
@@ -136,31 +146,26 @@ class Scheduler:
         return jobs
 
     def complete(
-        self, batch: list[Slice], parts: list[Part], labels: list[str]
-    ) -> list[tuple[Job, BaseException | None]]:
+        self, batch: list[Slice], answer: Answer, labels: list[str]
+    ) -> list[tuple[Job, Exception | None]]:
         """Record each slice's answer; returns the jobs now finished, with the error of those that failed."""
-        finished: list[tuple[Job, BaseException | None]] = []
-        for (job, a, b), part in zip(batch, parts, strict=True):
+        finished: list[tuple[Job, Exception | None]] = []
+        stop = 0
+        for k, (job, a, b) in enumerate(batch):
+            start, stop = stop, stop + b - a
             if job.abandoned:
                 continue
-            if isinstance(part, BaseException):
+            if k in answer.errors:
                 self.drop(job)
-                finished.append((job, part))
+                finished.append((job, RuntimeError(answer.errors[k])))
                 continue
-            for i, prediction in zip(job.order[a:b], to_predictions(labels, *part), strict=True):
+            rows = answer.probabilities[start:stop], answer.truncated[start:stop]
+            for i, prediction in zip(job.order[a:b], to_predictions(labels, *rows), strict=True):
                 job.results[i] = prediction
             job.done += b - a
             if job.done == len(job.texts):
                 finished.append((job, None))
         return finished
-
-
-@dataclass
-class BatchStats:
-    """Totals since start (``GET /metrics`` has the histograms)."""
-
-    batches: int = 0
-    texts: int = 0
 
 
 @dataclass
@@ -187,7 +192,7 @@ class Engine:
     ) -> None:
         self.start_runner, self.checkpoint, self.scheduler = start_runner, checkpoint, scheduler
         self.depth, self.on_batch, self.on_restart = depth, on_batch, on_restart
-        self.stats = BatchStats()
+        self.stats = Counter[str]()  # "batches" and "texts" since start (``GET /metrics`` has histograms)
         self.runner: Runner | None = None
         self.unavailable_since: float | None = None  # ``time.monotonic()`` when the runner was lost
         self._failure: str | None = None  # why the runner could not be started again
@@ -199,18 +204,6 @@ class Engine:
         self._restart: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._stopping = False
-
-    @property
-    def queued(self) -> int:
-        return self.scheduler.queued
-
-    @property
-    def max_queue_texts(self) -> int:
-        return self.scheduler.max_queue_texts
-
-    @property
-    def saturated(self) -> bool:
-        return self.scheduler.queued >= self.scheduler.max_queue_texts
 
     @property
     def unavailable(self) -> str | None:
@@ -268,8 +261,7 @@ class Engine:
         for runner in (self.runner, self._next[0] if self._next else None):
             if runner is not None:  # its loss while closing is ignored: the engine is stopping
                 await runner.close()
-        s = self.stats
-        log.info("engine: %d texts in %d batches", s.texts, s.batches)
+        log.info("engine: %d texts in %d batches", self.stats["texts"], self.stats["batches"])
 
     def _dispatch(self) -> None:
         if self._timer is not None:
@@ -299,10 +291,10 @@ class Engine:
         except Exception as exc:  # nothing was sent, so no answer will come for this batch
             log.exception("could not send a batch of %d texts to the model", len(texts))
             future = asyncio.get_running_loop().create_future()
-            future.set_result([exc] * len(batch))
+            future.set_result(failed(len(batch), f"could not send it to the model: {exc}"))
         future.add_done_callback(lambda f: self._answered(batch, runner, f))
 
-    def _answered(self, batch: list[Slice], runner: Runner, future: asyncio.Future[list[Part]]) -> None:
+    def _answered(self, batch: list[Slice], runner: Runner, future: asyncio.Future[Answer]) -> None:
         entry = self._in_flight.pop(id(batch), None)
         if entry is None:  # failed already: its runner was lost
             return
@@ -310,14 +302,14 @@ class Engine:
         seconds = now - max(entry[1], self._done_at)  # its own time, not its wait behind the one before
         self._done_at = now
         size = sum(b - a for _, a, b in batch)
-        self.stats.batches += 1
-        self.stats.texts += size
+        self.stats["batches"] += 1
+        self.stats["texts"] += size
         try:
             finished = self.scheduler.complete(batch, future.result(), runner.labels)
         except Exception as exc:
             log.exception("unreadable answer from the model for a batch of %d texts", size)
-            bad = RuntimeError(f"unreadable answer from the model: {exc!r}")
-            finished = self.scheduler.complete(batch, [bad] * len(batch), runner.labels)
+            bad = failed(len(batch), f"unreadable answer from the model: {exc!r}")
+            finished = self.scheduler.complete(batch, bad, runner.labels)
         for job, error in finished:
             if job.future.done():
                 continue

@@ -29,9 +29,9 @@ from service.errors import (
     parse,
     validation_error,
 )
-from service.runners import build_predictor
 from service.schemas import Health, Limits, ModelInfo, PredictRequest, PredictResponse
 from service.settings import Settings
+from service.startup import build_predictor
 
 
 @dataclass
@@ -362,13 +362,10 @@ async def readyz(served: ServedDep) -> Health:
     """Readiness: the model is loaded and the queue has room; 503 tells a balancer to send less."""
     if (why := served.engine.unavailable) is not None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, why, headers=RETRY)
-    if served.engine.saturated:
-        engine = served.engine
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"overloaded: {engine.queued} texts queued (limit {engine.max_queue_texts})",
-            headers=RETRY,
-        )
+    queue = served.engine.scheduler
+    if queue.queued >= queue.max_queue_texts:
+        why = f"overloaded: {queue.queued} texts queued (limit {queue.max_queue_texts})"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, why, headers=RETRY)
     return Health(status="ready")
 
 

@@ -1,10 +1,10 @@
-"""Runners turn a batch of texts into each request's probabilities: in a thread, or in a child process.
+"""Runners turn a batch of texts into probabilities: in a thread here, or in a child process.
 
 The child process shares no GIL with the event loop: in one process the inference thread needs the GIL
-back after every call that releases it while a busy event loop holds it. Batches go to the child over a
-pipe as JSON and come back as float32 probabilities and truncation flags (never pickle); a second thread
-there tokenises the next batch while the forward pass runs. This module also builds the ``Predictor``
-and sets up a process to run it, for the server and the child alike.
+back after every call that releases it while a busy event loop holds it. Both ends of its pipe are
+``multiprocessing.connection``: batches go as lists of texts and come back as an ``Answer``, pickled
+(only this program's two processes hold the pipe); a second thread there tokenises the next batch while
+the forward pass runs.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import multiprocessing
 import os
 import queue
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,12 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import Checkpoint, load_checkpoint
-from model.predictor import Predictor, configure_threads
+from model.predictor import Predictor
 from model.tokenizer import Batch
-from service.engine import Engine, EngineUnavailable, Part, Runner, Scheduler
-from service.observability import configure_logging
+from service.engine import Answer, Engine, EngineUnavailable, Runner, Scheduler
 from service.settings import Settings
+from service.startup import build_predictor, configure_process
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0
@@ -42,29 +39,6 @@ UNBATCHED_THREADS = 4  # with batching off, requests that run side by side
 # A batch this small that finds the child idle runs in the server instead: a lone client skips two hops
 # between processes, which otherwise make batching slower than no batching at concurrency 1.
 LOCAL_TEXTS = 4
-_OK, _FAILED = b"\x00", b"\x01"
-
-
-def configure_process(settings: Settings) -> None:
-    """Set up a process that serves the model: the server and its model process alike."""
-    # One batch is tokenised at a time: tokenizers' own thread pool only waits for busy cores.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    configure_threads(settings.torch_threads, settings.workers)
-    # A Python stretch in one thread holds another back at most this long (Python's default: 5 ms).
-    sys.setswitchinterval(settings.gil_switch_ms / 1000)
-    if not logging.getLogger().handlers:  # not yet set up (by ``python -m service``, or by a test)
-        configure_logging(settings.log_level, settings.log_format)
-
-
-def build_predictor(settings: Settings, checkpoint: Path | Checkpoint) -> Predictor:
-    loaded = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    return Predictor(
-        loaded,
-        device=settings.device,
-        batch_size=settings.max_batch_size,
-        quantize=settings.quantize,
-        torchscript=settings.torchscript,
-    )
 
 
 def make_engine(
@@ -86,34 +60,24 @@ def make_engine(
     return Engine(start, settings.checkpoint, scheduler, depth, on_batch, on_restart)
 
 
-def compute(
-    predictor: Predictor, texts: list[str], sizes: list[int], encoded: Batch | None = None
-) -> list[Part]:
-    """Each request's part of one forward pass; if it fails, each part alone, so that a bad request
-    fails only itself. ``encoded``: the texts already tokenised."""
-    bounds = _bounds(sizes)
+def compute(predictor: Predictor, texts: list[str], sizes: list[int], encoded: Batch | None = None) -> Answer:
+    """One forward pass over a batch of requests of ``sizes`` texts; if it fails, each request alone, so
+    that a bad request fails only itself. ``encoded``: the texts already tokenised."""
     try:
         if encoded is None:
             probabilities, truncated = predictor.predict_proba(texts)
-        else:
-            probabilities = predictor.probabilities(encoded.ids, encoded.lengths)
-            truncated = encoded.truncated
+            return Answer(probabilities, truncated, {})
+        return Answer(predictor.probabilities(encoded.ids, encoded.lengths), encoded.truncated, {})
     except Exception:
         log.exception("batch of %d texts failed; retrying its requests one by one", len(texts))
-        return [_alone(predictor, texts[a:b]) for a, b in bounds]
-    return [(probabilities[a:b], truncated[a:b]) for a, b in bounds]
-
-
-def _alone(predictor: Predictor, texts: list[str]) -> Part:
-    try:
-        return predictor.predict_proba(texts)
-    except Exception as exc:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-
-
-def _bounds(sizes: list[int]) -> list[tuple[int, int]]:
+    answer = Answer(np.zeros((len(texts), len(predictor.labels)), np.float32), [False] * len(texts), {})
     ends = list(itertools.accumulate(sizes))
-    return list(zip([0, *ends], ends, strict=False))
+    for k, (a, b) in enumerate(zip([0, *ends], ends, strict=False)):
+        try:
+            answer.probabilities[a:b], answer.truncated[a:b] = predictor.predict_proba(texts[a:b])
+        except Exception as exc:
+            answer.errors[k] = f"{type(exc).__name__}: {exc}"
+    return answer
 
 
 class ThreadRunner:
@@ -129,7 +93,7 @@ class ThreadRunner:
     async def start(cls, settings: Settings, path: Path, threads: int = 1) -> ThreadRunner:
         return cls(await asyncio.to_thread(build_predictor, settings, path), threads)
 
-    def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[list[Part]]:
+    def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[Answer]:
         return asyncio.get_running_loop().run_in_executor(self._pool, compute, self.predictor, texts, sizes)
 
     async def close(self) -> None:
@@ -146,7 +110,7 @@ class ProcessRunner:
         self.process, self.labels, self.version, self.local = process, labels, version, local
         self.on_lost: Callable[[], None] = lambda: None
         self._conn = conn
-        self._pending: deque[tuple[asyncio.Future[list[Part]], list[int]]] = deque()
+        self._pending: deque[asyncio.Future[Answer]] = deque()
         self._local_busy = False
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(conn.fileno(), self._readable)
@@ -166,10 +130,10 @@ class ProcessRunner:
         if isinstance(local, BaseException):
             spawned[0].kill()
             raise EngineUnavailable(f"{local}")
-        process, conn, ready = spawned
-        return cls(process, conn, ready["labels"], ready["version"], local)
+        process, conn, (labels, version) = spawned
+        return cls(process, conn, labels, version, local)
 
-    def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[list[Part]]:
+    def run(self, texts: list[str], sizes: list[int]) -> asyncio.Future[Answer]:
         if len(texts) <= LOCAL_TEXTS and not self._pending and not self._local_busy:
             self._local_busy = True
             future = self.local.run(texts, sizes)
@@ -177,23 +141,22 @@ class ProcessRunner:
             return future
         # The child's receiving thread reads each batch at once: the pipe takes it without waiting,
         # except for a batch far over its buffer (~200 kB), briefly.
-        self._conn.send_bytes(json.dumps([texts, sizes]).encode())
+        self._conn.send((texts, sizes))
         future = self._loop.create_future()
-        self._pending.append((future, sizes))
+        self._pending.append(future)
         return future
 
     def _readable(self) -> None:
         try:
-            reply = self._conn.recv_bytes()
+            answer = self._conn.recv()
         except (EOFError, OSError):  # the child exited
             self._loop.remove_reader(self._conn.fileno())
             self.on_lost()
             return
-        future, sizes = self._pending.popleft()
-        try:
-            future.set_result(decode(reply, sizes, len(self.labels)))
-        except Exception as exc:
-            future.set_exception(exc)
+        except Exception as exc:  # read whole but not unpickled: only this batch is lost
+            self._pending.popleft().set_exception(exc)
+            return
+        self._pending.popleft().set_result(answer)
 
     async def close(self) -> None:
         """Close the pipe (the child exits when it reads EOF); kill it if it lingers."""
@@ -207,35 +170,7 @@ class ProcessRunner:
             await asyncio.to_thread(self.process.join, 5)
 
 
-def encode(parts: list[Part]) -> bytes:
-    """The child's answer: the probabilities' float32 bytes and the truncation flags, or, when any part
-    failed, JSON with each part's probabilities or error."""
-    if any(isinstance(p, BaseException) for p in parts):
-        each = [
-            {"error": str(p)} if isinstance(p, BaseException) else {"p": p[0].tolist(), "truncated": p[1]}
-            for p in parts
-        ]
-        return _FAILED + json.dumps(each).encode()
-    probabilities = np.concatenate([p[0] for p in parts])  # type: ignore[index]
-    flags = bytes(flag for p in parts for flag in p[1])  # type: ignore[index]
-    return _OK + np.ascontiguousarray(probabilities, np.float32).tobytes() + flags
-
-
-def decode(reply: bytes, sizes: list[int], labels: int) -> list[Part]:
-    if reply[:1] == _OK:
-        n = sum(sizes)
-        probabilities = np.frombuffer(reply, np.float32, n * labels, offset=1).reshape(n, labels)
-        truncated = [flag == 1 for flag in reply[1 + 4 * n * labels :]]
-        if len(truncated) != n:
-            raise ValueError(f"{len(truncated)} truncation flags for {n} texts")
-        return [(probabilities[a:b], truncated[a:b]) for a, b in _bounds(sizes)]
-    return [
-        RuntimeError(e["error"]) if "error" in e else (np.asarray(e["p"], np.float32), e["truncated"])
-        for e in json.loads(reply[1:])
-    ]
-
-
-def _spawn(settings: Settings, path: Path) -> tuple[BaseProcess, Connection, dict[str, Any]]:
+def _spawn(settings: Settings, path: Path) -> tuple[BaseProcess, Connection, tuple[list[str], str]]:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads
     parent, child = context.Pipe()
     process = context.Process(
@@ -247,14 +182,14 @@ def _spawn(settings: Settings, path: Path) -> tuple[BaseProcess, Connection, dic
         if not parent.poll(START_TIMEOUT_S):
             process.kill()
             raise EngineUnavailable(f"the model process did not start within {START_TIMEOUT_S:.0f} s")
-        ready = parent.recv_bytes()
+        ready = parent.recv()  # its labels and version, or why it could not load the model
     except (EOFError, OSError) as exc:
         process.join(5)
         raise EngineUnavailable(f"the model process exited at start (code {process.exitcode})") from exc
-    if ready[:1] != _OK:
+    if isinstance(ready, str):
         process.join(5)
-        raise EngineUnavailable(f"the model process failed to start: {ready[1:].decode()}")
-    return process, parent, json.loads(ready[1:])
+        raise EngineUnavailable(f"the model process failed to start: {ready}")
+    return process, parent, ready
 
 
 def _child(conn: Connection, settings: Settings, path: Path) -> None:
@@ -267,10 +202,9 @@ def _child(conn: Connection, settings: Settings, path: Path) -> None:
         predictor = build_predictor(settings, path)
         predictor.predict(["warm up"])
     except Exception as exc:
-        conn.send_bytes(_FAILED + f"{type(exc).__name__}: {exc}".encode())
+        conn.send(f"{type(exc).__name__}: {exc}")
         return
-    ready = {"labels": predictor.labels, "version": predictor.checkpoint.version}
-    conn.send_bytes(_OK + json.dumps(ready).encode())
+    conn.send((predictor.labels, predictor.checkpoint.version))
     serve(conn, predictor)
 
 
@@ -280,7 +214,7 @@ def serve(conn: Connection, predictor: Predictor) -> None:
     threading.Thread(target=_receive, args=(conn, predictor, ready), name="tokenizer", daemon=True).start()
     while (item := ready.get()) is not None:
         try:
-            conn.send_bytes(encode(compute(predictor, *item)))
+            conn.send(compute(predictor, *item))
         except OSError:
             return
 
@@ -288,7 +222,7 @@ def serve(conn: Connection, predictor: Predictor) -> None:
 def _receive(conn: Connection, predictor: Predictor, ready: queue.SimpleQueue[Any]) -> None:
     while True:
         try:
-            texts, sizes = json.loads(conn.recv_bytes())
+            texts, sizes = conn.recv()
         except (EOFError, OSError):
             ready.put(None)
             return

@@ -163,7 +163,7 @@ def expected(client: TestClient) -> list[dict[str, object]]:
 
 
 def texts_seen(client: TestClient) -> int:
-    return client.app.state.served.engine.stats.texts  # type: ignore[attr-defined,no-any-return]
+    return client.app.state.served.engine.stats["texts"]  # type: ignore[attr-defined,no-any-return]
 
 
 # --- Hugging Face --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from model.predictor import Prediction
 from service import engine as engine_module
-from service.engine import Engine, EngineUnavailable, Job, Part, QueueFull, Result, Scheduler
+from service.engine import Answer, Engine, EngineUnavailable, Job, QueueFull, Result, Scheduler
 
 T = TypeVar("T")
 LABELS = [f"t{i}" for i in range(100)]  # text "t7" is predicted as label "t7": answers are traceable
@@ -36,11 +36,11 @@ class Runner:
         self.on_lost: Callable[[], None] = lambda: None
         self.hold, self.fail_on = hold, fail_on
         self.batches: list[list[str]] = []
-        self.pending: list[tuple[asyncio.Future[list[Part]], list[str], list[int]]] = []
+        self.pending: list[tuple[asyncio.Future[Answer], list[str], list[int]]] = []
         self.closed = False
 
-    def run(self, batch: list[str], sizes: list[int]) -> asyncio.Future[list[Part]]:
-        future: asyncio.Future[list[Part]] = asyncio.get_running_loop().create_future()
+    def run(self, batch: list[str], sizes: list[int]) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self.batches.append(batch)
         self.pending.append((future, batch, sizes))
         if not self.hold:
@@ -50,22 +50,19 @@ class Runner:
     def answer(self, n: int | None = None) -> None:
         """Answer the ``n`` oldest pending batches (default: all)."""
         for future, batch, sizes in self.pending[:n]:
-            future.set_result(self._parts(batch, sizes))
+            future.set_result(self.answer_to(batch, sizes))
         del self.pending[:n]
 
-    def _parts(self, batch: list[str], sizes: list[int]) -> list[Part]:
-        parts: list[Part] = []
-        k = 0
-        for n in sizes:
-            mine = batch[k : k + n]
-            k += n
-            if self.fail_on in mine:
-                parts.append(ValueError(f"cannot predict {self.fail_on!r}"))
-                continue
-            probabilities = np.zeros((n, len(LABELS)), np.float32)
-            probabilities[range(n), [int(t[1:]) for t in mine]] = 1
-            parts.append((probabilities, [False] * n))
-        return parts
+    def answer_to(self, batch: list[str], sizes: list[int]) -> Answer:
+        """Text "tN" gets label "tN" with certainty; a request with ``fail_on`` fails."""
+        answer = Answer(np.zeros((len(batch), len(LABELS)), np.float32), [False] * len(batch), {})
+        answer.probabilities[range(len(batch)), [int(t[1:]) for t in batch]] = 1
+        start = 0
+        for k, n in enumerate(sizes):
+            if self.fail_on in batch[start : start + n]:
+                answer.errors[k] = f"ValueError: cannot predict {self.fail_on!r}"
+            start += n
+        return answer
 
     async def close(self) -> None:
         self.closed = True
@@ -168,10 +165,11 @@ def test_complete_puts_answers_in_input_order_and_fails_only_the_failed_request(
     scheduler.add(ok, now=0)
     scheduler.add(bad, now=0)
     batch = scheduler.take()
-    parts = Runner()._parts([ok.texts[i] for i in ok.order], [3])
-    error = ValueError("boom")
-    finished = scheduler.complete(batch, [*parts, error], LABELS)
-    assert finished == [(ok, None), (bad, error)]
+    answer = Runner().answer_to([*(ok.texts[i] for i in ok.order), *bad.texts], [3, 2])
+    answer.errors[1] = "ValueError: boom"
+    (first, none), (second, error) = scheduler.complete(batch, answer, LABELS)
+    assert (first, none, second) == (ok, None, bad)
+    assert isinstance(error, RuntimeError) and str(error) == "ValueError: boom"
     assert labels(ok.results) == ["t22", "t1", "t33"]  # type: ignore[arg-type]
 
 
@@ -222,7 +220,7 @@ def test_an_error_fails_only_its_own_request() -> None:
         return list(await asyncio.gather(*tasks, return_exceptions=True))
 
     first, bad, last = run(scenario, runner, max_batch_size=8)
-    assert isinstance(bad, ValueError) and "t66" in str(bad)
+    assert isinstance(bad, RuntimeError) and "t66" in str(bad)
     assert labels(first) == ["t1"] and labels(last) == ["t3"]  # type: ignore[arg-type]
 
 
@@ -233,16 +231,16 @@ def test_queue_full_past_the_bound_and_room_again_after() -> None:
         running = asyncio.create_task(engine.submit(texts(0, 1)))  # in the runner, then 2 in flight
         waiting = asyncio.create_task(engine.submit(texts(*range(2, 7))))
         await turn()
-        assert engine.queued == 5 - 2 and not engine.saturated  # 2 of them went ahead (depth 2)
+        assert engine.scheduler.queued == 5 - 2  # 2 of them went ahead (depth 2)
         more = asyncio.create_task(engine.submit(texts(7, 8)))
         await turn()
-        assert engine.saturated
+        assert engine.scheduler.queued == 5
         with pytest.raises(QueueFull, match="limit 5"):
             await engine.submit(["t9"])
         while not (running.done() and waiting.done() and more.done()):
             runner.answer()
             await turn()
-        assert engine.queued == 0 and not engine.saturated
+        assert engine.scheduler.queued == 0
         runner.hold = False
         return await engine.submit(["t10"])
 
@@ -258,7 +256,7 @@ def test_a_cancelled_or_timed_out_request_drops_its_remaining_texts() -> None:
         large.cancel()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(engine.submit(texts(*range(20, 32))), 0.01)
-        assert engine.queued == 0
+        assert engine.scheduler.queued == 0
         runner.answer()
         await engine.drain()
         runner.hold = False
@@ -301,7 +299,7 @@ def test_drain_waits_and_stop_fails_what_is_left() -> None:
         runner.answer()
         await drained
         assert labels(task.result()) == ["t1", "t2"]
-        assert engine.stats.texts == 2 and engine.stats.batches == 1
+        assert engine.stats["texts"] == 2 and engine.stats["batches"] == 1
 
     run(scenario, runner)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import threading
@@ -16,21 +15,27 @@ import pytest
 import torch
 
 from model import Predictor
-from service.engine import EngineUnavailable, Part
-from service.runners import ProcessRunner, ThreadRunner, compute, decode, encode, serve
+from service.engine import Answer, EngineUnavailable
+from service.runners import ProcessRunner, ThreadRunner, compute, serve
 from service.settings import Settings
 
 TEXTS = ["i love it", "the worst day ever", "ok", "the report was published on monday", "great"]
 
 
-def assert_parts(parts: Sequence[Part], predictor: Predictor, requests: Sequence[list[str]]) -> None:
-    """Each part holds the predictor's own answer for its request (to float rounding)."""
-    assert len(parts) == len(requests)
-    for part, texts in zip(parts, requests, strict=True):
-        assert not isinstance(part, BaseException), part
+def assert_answers(answer: Answer, predictor: Predictor, requests: Sequence[list[str] | None]) -> None:
+    """The answer holds the predictor's own answer for each request (to float rounding), and an error
+    for each request given as None."""
+    assert [k for k, texts in enumerate(requests) if texts is None] == sorted(answer.errors)
+    start = 0
+    for texts in requests:
+        if texts is None:
+            start += 1  # the failing requests below are one text each
+            continue
         want, truncated = predictor.predict_proba(texts)
-        np.testing.assert_allclose(part[0], want, atol=1e-6)
-        assert list(part[1]) == truncated
+        np.testing.assert_allclose(answer.probabilities[start : start + len(texts)], want, atol=1e-6)
+        assert answer.truncated[start : start + len(texts)] == truncated
+        start += len(texts)
+    assert start == len(answer.truncated)
 
 
 class FailsOn:
@@ -53,21 +58,12 @@ class FailsOn:
         return self.probabilities(batch.ids, batch.lengths), batch.truncated
 
 
-def test_compute_splits_one_pass_by_request_and_a_failing_request_fails_alone(predictor: Predictor) -> None:
-    assert_parts(compute(predictor, TEXTS, [2, 3]), predictor, [TEXTS[:2], TEXTS[2:]])
-    first, bad, last = compute(FailsOn(predictor, "monday"), [*TEXTS[:4], "great"], [2, 2, 1])  # type: ignore[arg-type]
-    assert isinstance(bad, RuntimeError) and "cannot predict 'monday'" in str(bad)
-    assert_parts([first, last], predictor, [TEXTS[:2], ["great"]])
-
-
-def test_the_wire_format_round_trips_answers_and_errors(predictor: Predictor) -> None:
-    parts = compute(predictor, TEXTS, [1, 4])
-    assert_parts(decode(encode(parts), [1, 4], 3), predictor, [TEXTS[:1], TEXTS[1:]])
-    mixed = decode(encode([parts[0], RuntimeError("ValueError: no")]), [1, 4], 3)
-    assert_parts(mixed[:1], predictor, [TEXTS[:1]])
-    assert isinstance(mixed[1], RuntimeError) and str(mixed[1]) == "ValueError: no"
-    with pytest.raises(ValueError, match="flags"):
-        decode(encode(parts)[:-1], [1, 4], 3)
+def test_compute_answers_one_pass_per_batch_and_a_failing_request_fails_alone(predictor: Predictor) -> None:
+    assert_answers(compute(predictor, TEXTS, [2, 3]), predictor, [TEXTS[:2], TEXTS[2:]])
+    texts = [*TEXTS[:2], TEXTS[3], "great"]  # TEXTS[3] has "monday"
+    answer = compute(FailsOn(predictor, "monday"), texts, [2, 1, 1])  # type: ignore[arg-type]
+    assert answer.errors == {1: "ValueError: cannot predict 'monday'"}
+    assert_answers(answer, predictor, [TEXTS[:2], None, ["great"]])
 
 
 def test_the_child_loop_answers_each_batch_until_the_pipe_closes(predictor: Predictor) -> None:
@@ -76,17 +72,17 @@ def test_the_child_loop_answers_each_batch_until_the_pipe_closes(predictor: Pred
     thread.start()
     big = TEXTS * 2  # over the predictor's batch size: tokenised by the forward pass, not ahead
     for batch, sizes in [(TEXTS, [5]), (big, [4, 6])]:
-        parent.send_bytes(json.dumps([batch, sizes]).encode())
-    first, second = decode(parent.recv_bytes(), [5], 3), decode(parent.recv_bytes(), [4, 6], 3)
+        parent.send((batch, sizes))
+    first, second = parent.recv(), parent.recv()
     parent.close()
     thread.join(5)
     assert not thread.is_alive()
-    assert_parts(first, predictor, [TEXTS])
-    assert_parts(second, predictor, [big[:4], big[4:]])
+    assert_answers(first, predictor, [TEXTS])
+    assert_answers(second, predictor, [big[:4], big[4:]])
 
 
 def test_a_thread_runner(settings: Settings, predictor: Predictor) -> None:
-    async def main() -> list[Part]:
+    async def main() -> Answer:
         runner = await ThreadRunner.start(settings, settings.checkpoint)
         try:
             assert runner.labels == predictor.labels and runner.version == predictor.checkpoint.version
@@ -94,7 +90,7 @@ def test_a_thread_runner(settings: Settings, predictor: Predictor) -> None:
         finally:
             await runner.close()
 
-    assert_parts(asyncio.run(main()), predictor, [TEXTS[:3], TEXTS[3:]])
+    assert_answers(asyncio.run(main()), predictor, [TEXTS[:3], TEXTS[3:]])
 
 
 def test_a_process_runner_answers_and_reports_its_death(settings: Settings, predictor: Predictor) -> None:
@@ -106,13 +102,13 @@ def test_a_process_runner_answers_and_reports_its_death(settings: Settings, pred
         runner.on_lost = lost.set
         assert runner.labels == predictor.labels and runner.version == predictor.checkpoint.version
         first, second = runner.run(TEXTS, [5]), runner.run(TEXTS[::-1], [2, 3])  # two in flight
-        assert_parts(await first, predictor, [TEXTS])
-        assert_parts(await second, predictor, [TEXTS[::-1][:2], TEXTS[::-1][2:]])
+        assert_answers(await first, predictor, [TEXTS])
+        assert_answers(await second, predictor, [TEXTS[::-1][:2], TEXTS[::-1][2:]])
         # A small batch, alone (answered in this process) and beside a large one (in the child).
-        assert_parts(await runner.run(TEXTS[:2], [1, 1]), predictor, [TEXTS[:1], TEXTS[1:2]])
+        assert_answers(await runner.run(TEXTS[:2], [1, 1]), predictor, [TEXTS[:1], TEXTS[1:2]])
         large, small = runner.run(TEXTS, [5]), runner.run(TEXTS[:1], [1])
-        assert_parts(await small, predictor, [TEXTS[:1]])
-        assert_parts(await large, predictor, [TEXTS])
+        assert_answers(await small, predictor, [TEXTS[:1]])
+        assert_answers(await large, predictor, [TEXTS])
         assert runner.process.pid is not None
         os.kill(runner.process.pid, signal.SIGKILL)
         await asyncio.wait_for(lost.wait(), 10)
