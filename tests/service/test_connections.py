@@ -89,3 +89,20 @@ def test_too_many_fields_and_a_stalled_second_request_on_a_kept_connection(
         assert 0.5 < time.monotonic() - started < 5
         for conn in (many, kept):
             conn.close()
+
+
+@pytest.mark.parametrize(("head_s", "body_s"), [(1.0, 2.0), (3.0, 1.0)])
+def test_a_stalled_body_is_cut_off_at_its_own_deadline(
+    tiny_checkpoint: Path, tmp_path: Path, head_s: float, body_s: float
+) -> None:
+    """The connection's one timer, armed for the head, still keeps the body's deadline, longer or shorter."""
+    with live_server(
+        tiny_checkpoint, tmp_path, header_timeout_s=str(head_s), body_timeout_s=str(body_s)
+    ) as server:
+        stalled = _connect(server.url)
+        started = time.monotonic()
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        stalled.sendall(b'Content-Length: 100\r\n\r\n{"texts": ')
+        assert _answer(stalled).startswith(b"HTTP/1.1 408 ")
+        assert body_s - 0.2 < time.monotonic() - started < body_s + 1
+        stalled.close()
