@@ -154,9 +154,10 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, status: int | None, seconds: float) -> None:
         route = route_of(scope)
         self.metrics.on_request(scope["method"], route, status, seconds)
-        if self.access_log:
+        level = logging.INFO if status is not None else logging.WARNING
+        if self.access_log and access.isEnabledFor(level):  # the line's fields are built only if written
             access.log(
-                logging.INFO if status is not None else logging.WARNING,
+                level,
                 "%s %s %s %.1f ms",
                 scope["method"],
                 scope["path"],
