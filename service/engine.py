@@ -306,10 +306,12 @@ class Engine:
         self.stats["texts"] += size
         try:
             finished = self.scheduler.complete(batch, future.result(), runner.labels)
-        except Exception as exc:
+        except Exception as exc:  # the whole batch fails, also a request already failed or done in it
             log.exception("unreadable answer from the model for a batch of %d texts", size)
-            bad = failed(len(batch), f"unreadable answer from the model: {exc!r}")
-            finished = self.scheduler.complete(batch, bad, runner.labels)
+            bad = RuntimeError(f"unreadable answer from the model: {exc!r}")
+            finished = [(job, bad) for job, _, _ in batch]
+            for job, _ in finished:
+                self.scheduler.drop(job)
         for job, error in finished:
             if job.future.done():
                 continue

@@ -186,6 +186,9 @@ def _spawn(settings: Settings, path: Path) -> tuple[BaseProcess, Connection, tup
     except (EOFError, OSError) as exc:
         process.join(5)
         raise EngineUnavailable(f"the model process exited at start (code {process.exitcode})") from exc
+    except Exception as exc:  # a message that does not unpickle
+        process.kill()
+        raise EngineUnavailable(f"unreadable start-up message from the model process: {exc!r}") from exc
     if isinstance(ready, str):
         process.join(5)
         raise EngineUnavailable(f"the model process failed to start: {ready}")
@@ -223,8 +226,8 @@ def _receive(conn: Connection, predictor: Predictor, ready: queue.SimpleQueue[An
     while True:
         try:
             texts, sizes = conn.recv()
-        except (EOFError, OSError):
-            ready.put(None)
+        except Exception:  # EOF: the server closed the pipe. Anything else ends the child too, so that
+            ready.put(None)  # the server reads EOF and starts another rather than waiting for ever
             return
         encoded = None  # more than one forward pass's worth: the forward pass tokenises it in parts
         if len(texts) <= predictor.batch_size:

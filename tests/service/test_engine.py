@@ -412,3 +412,21 @@ def test_an_unreadable_answer_fails_its_batch_only() -> None:
         assert labels(await engine.submit(texts(2))) == ["t2"]
 
     run(scenario, runner)
+
+
+def test_a_misshapen_answer_fails_every_request_of_its_batch() -> None:
+    """One request failed in the answer, the next one's rows missing: both fail, neither waits."""
+    runner = Runner(hold=True)
+
+    async def scenario(engine: Engine) -> list[Any]:
+        tasks = [asyncio.create_task(engine.submit(texts(n))) for n in (1, 2)]
+        await asyncio.sleep(0.1)  # both in one batch, after max_wait_ms
+        future, batch, sizes = runner.pending.pop()
+        answer = runner.answer_to(batch, sizes)
+        answer.errors[0] = "ValueError: no"
+        future.set_result(answer._replace(probabilities=answer.probabilities[:1]))
+        return list(await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1))
+
+    first, second = run(scenario, runner, max_wait_ms=50)
+    assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
+    assert "unreadable answer" in str(second)
