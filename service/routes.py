@@ -57,8 +57,9 @@ class ServedModel:
         return explainer
 
 
-def served_model(request: Request) -> ServedModel:
-    served: ServedModel | None = request.app.state.served
+def served_model(app: Any) -> ServedModel:
+    """What ``app`` (the FastAPI application) serves; 503 until its lifespan has loaded the model."""
+    served: ServedModel | None = app.state.served
     if served is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet; retry shortly")
     return served
@@ -66,7 +67,7 @@ def served_model(request: Request) -> ServedModel:
 
 # ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
 async def _served(request: Request) -> ServedModel:
-    return served_model(request)
+    return served_model(request.app)
 
 
 async def _settings(request: Request) -> Settings:
@@ -106,7 +107,7 @@ _BODY = {"required": True, "content": {"application/json": {"schema": PredictReq
 )
 async def predict(request: Request) -> Response:
     """Classify a text or a list of texts, whole or sentence by sentence; answers in input order."""
-    answer = await predictions_for(served_model(request), await _body(request.receive))
+    answer = await predictions_for(served_model(request.app), await _body(request.receive))
     return Response(answer, media_type="application/json")
 
 
@@ -154,7 +155,7 @@ class PredictApp:
             return await self.app(scope, receive, send)
         scope["route"] = PREDICT_ROUTE
         try:
-            answer = await predictions_for(served_model(Request(scope)), await _body(receive))
+            answer = await predictions_for(served_model(scope["app"]), await _body(receive))
         except (RequestValidationError, StarletteHTTPException, ClientDisconnect) as exc:
             await self._error(exc, scope, receive, send)
             return
